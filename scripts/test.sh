@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The whole mcbus test suite. README's Quick start runs this, and so does CI (.ci/run).
+#
+# Stages: dependencies; an ASan+UBSan build of every test; the wire/match tests on big-endian s390x
+# under qemu-user; the meson build's tests; a short smoke run of every fuzzer; and last the main
+# build's ctest, so that the final line printed is ctest's summary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+"$root/scripts/deps.sh"
+
+jobs=$(nproc)
+stage() { printf '\n==== %s\n' "$*"; }
+# Runs ctest quietly; prints its summary, or the whole log when something failed.
+run_ctest() {  # run_ctest BUILD_DIR
+  local log="$1/ctest.log"
+  if ! ctest --test-dir "$1" -j"$jobs" --output-on-failure --timeout 600 >"$log" 2>&1; then
+    grep -v -E '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .* Passed' "$log" | tail -n 300
+    echo "mcbus: tests failed in $1 (full log: $log)" >&2
+    exit 1
+  fi
+  tail -n 3 "$log"
+}
+configure() {  # configure BUILD_DIR [cmake args...]
+  local dir=$1
+  shift
+  cmake -S "$root" -B "$dir" -G Ninja -Wno-dev "$@" >/dev/null
+}
+
+stage "ASan+UBSan build of the tests"
+configure build/asan -DCMAKE_BUILD_TYPE=Debug -DMCBUS_SANITIZE=address,undefined \
+  -DMCBUS_BUILD_EXAMPLES=ON -DMCBUS_BUILD_TOOLS=ON -DMCBUS_BUILD_BENCH=OFF
+ninja -C build/asan -j"$jobs" >/dev/null
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  run_ctest build/asan
+
+if [[ -x "$root/scripts/test-s390x.sh" ]]; then
+  stage "big-endian: wire and match tests on s390x under qemu-user"
+  "$root/scripts/test-s390x.sh" | tail -n 3
+fi
+
+if [[ -f "$root/meson.build" ]]; then
+  stage "meson build and tests"
+  meson setup build/meson "$root" --wipe >/dev/null 2>&1 || meson setup build/meson "$root" >/dev/null
+  meson test -C build/meson --num-processes "$jobs" --print-errorlogs | tail -n 8
+fi
+
+if [[ -x "$root/scripts/fuzz-smoke.sh" ]]; then
+  stage "fuzzer smoke runs (clang, libFuzzer)"
+  "$root/scripts/fuzz-smoke.sh"
+fi
+
+stage "main build (RelWithDebInfo) and the full test suite"
+configure build/main -DCMAKE_BUILD_TYPE=RelWithDebInfo
+ninja -C build/main -j"$jobs" >/dev/null
+ctest --test-dir build/main -j"$jobs" --output-on-failure --timeout 600
