@@ -163,6 +163,17 @@ class message_view {
     return m;
   }
 
+  // Rebuilds a view over bytes that were validated before, e.g. a copy of another view's bytes:
+  // the header is read again (cheap), the body is not re-validated.
+  static result<message_view> from_validated(std::span<const std::byte> header_bytes,
+                                             std::span<const std::byte> body) noexcept {
+    message_view m;
+    if (error e = m.load_header(header_bytes, body.size())) return e;
+    m.header_bytes_ = header_bytes;
+    m.body_ = body;
+    return m;
+  }
+
   const message_header& header() const noexcept { return h_; }
   message_type type() const noexcept { return h_.type; }
   std::uint8_t flags() const noexcept { return h_.flags; }
