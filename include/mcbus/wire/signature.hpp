@@ -183,19 +183,19 @@ constexpr bool is_valid_signature(std::string_view s) noexcept { return !validat
 constexpr bool is_single_type(std::string_view s) noexcept { return !validate_single_type(s); }
 
 // Length of the complete type at s[pos] in a signature already known to be valid.
+// Array codes are prefixes: the type is not complete until a non-'a' code closes every container.
 constexpr std::size_t complete_type_length(std::string_view s, std::size_t pos) noexcept {
   std::size_t i = pos;
   int open = 0;
-  do {
+  while (i < s.size()) {
     const char c = s[i++];
     if (c == '(' || c == '{') {
       ++open;
     } else if (c == ')' || c == '}') {
       --open;
-    } else if (c == 'a') {
-      continue;  // the element type follows
     }
-  } while (open > 0);
+    if (c != 'a' && open <= 0) break;
+  }
   return i - pos;
 }
 
