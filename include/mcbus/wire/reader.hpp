@@ -128,11 +128,12 @@ class reader {
     const std::uint32_t len = get_fixed<std::uint32_t>();
     return take_string(len);
   }
+  // Errors in a path or signature point at the offending byte, as UTF-8 errors do.
   object_path_view get_object_path() noexcept {
-    const std::size_t at = pos_;
     const std::string_view s = get_string();
     if (!trusted_ && !err_) {
-      if (error e = validate_object_path(s)) fail_at(e.code(), at, "object path value");
+      const std::size_t data_at = pos_ - s.size() - 1;
+      if (error e = validate_object_path(s)) fail_at(e.code(), data_at + e.offset(), "object path value");
     }
     return object_path_view::from_unchecked(s);
   }
@@ -146,7 +147,7 @@ class reader {
     const std::size_t len = data_[pos_++];
     const std::string_view s = take_string(len);
     if (!trusted_ && !err_) {
-      if (error e = validate_signature(s)) fail_at(e.code(), at, "signature value");
+      if (error e = validate_signature(s)) fail_at(e.code(), at + 1 + e.offset(), "signature value");
     }
     return signature_view::from_unchecked(s);
   }
@@ -182,7 +183,7 @@ class reader {
     }
     // As in libdbus, only arrays that hold containers and are not empty add a nesting level.
     const bool nests = len > 0 && !is_fixed_type_code(code);
-    if (nests) enter();
+    if (nests) enter(length_at);
     return {pos_ + len, nests};
   }
   bool in_array(const array_cursor& c) const noexcept { return !err_ && pos_ < c.end; }
@@ -192,7 +193,7 @@ class reader {
   }
   void open_struct() noexcept {
     align(8);
-    enter();
+    enter(pos_);
   }
   void close_struct() noexcept { leave(); }
   signature_view open_variant() noexcept {
@@ -211,7 +212,7 @@ class reader {
         return {};
       }
     }
-    enter();
+    enter(at);
     return signature_view::from_unchecked(s);
   }
   void close_variant() noexcept { leave(); }
@@ -325,8 +326,9 @@ class reader {
   }
 
  private:
-  void enter() noexcept {
-    if (++depth_ > max_total_depth) fail(errc::nesting_too_deep);
+  // `at` is where the container that would go too deep starts.
+  void enter(std::size_t at) noexcept {
+    if (++depth_ > max_total_depth) fail_at(errc::nesting_too_deep, at);
   }
   void leave() noexcept { --depth_; }
 
@@ -450,7 +452,7 @@ class reader {
       static_assert(detail::trivially_wire<E>,
                     "mcbus: only arrays of fixed-size numbers can be read as a span; use std::vector");
       const std::size_t bytes = c.end - pos_;
-      if (swap_ || reinterpret_cast<std::uintptr_t>(data_ + pos_) % alignof(E) != 0) {
+      if ((sizeof(E) > 1 && swap_) || reinterpret_cast<std::uintptr_t>(data_ + pos_) % alignof(E) != 0) {
         return fail(errc::not_zero_copy, "read this array into a std::vector instead");
       }
       if (bytes % sizeof(E) != 0) return fail(errc::array_length_mismatch);

@@ -93,16 +93,16 @@ class writer {
     if (const std::size_t bad =
             detail::find_invalid_utf8(reinterpret_cast<const unsigned char*>(s.data()), s.size(), &nul);
         bad != detail::utf8_ok) {
-      return fail({nul ? errc::string_has_nul : errc::bad_utf8, bad, "string being written"});
+      return fail({nul ? errc::string_has_nul : errc::bad_utf8, string_data_at() + bad, "string being written"});
     }
     put_counted_string(s);
   }
   void put_object_path(std::string_view s) {
-    if (error e = validate_object_path(s)) return fail(e.in("object path being written"));
+    if (error e = validate_object_path(s)) return fail(e.shifted(string_data_at()).in("object path being written"));
     put_counted_string(s);
   }
   void put_signature(std::string_view s) {
-    if (error e = validate_signature(s)) return fail(e.in("signature being written"));
+    if (error e = validate_signature(s)) return fail(e.shifted(position() + 1).in("signature being written"));
     put_short_string(s);
   }
   // Strings whose validity the caller already knows (validated names, earlier-checked input).
@@ -139,30 +139,36 @@ class writer {
   // ---- containers ---------------------------------------------------------------------------
 
   // element_type is the element's signature (only its first code matters for alignment).
+  // As in the reader (and libdbus), only an array that holds containers and is not empty adds a
+  // nesting level, so the check waits for close_array(), when the length is known.
   array_mark open_array(std::string_view element_type) {
     put_fixed<std::uint32_t>(0);
     const std::size_t length_at = position() - 4;
     pad_to(alignment_of_code(element_type.empty() ? 'y' : element_type[0]));
     const bool nests = element_type.empty() || !is_fixed_type_code(element_type[0]);
-    if (nests) enter();
+    if (nests) ++depth_;
     return {length_at, position(), nests};
   }
   void close_array(array_mark m) {
-    if (m.nests) leave();
-    if (err_) return;
     const std::size_t len = position() - m.elements_at;
+    if (m.nests) {
+      if (len > 0 && depth_ > max_total_depth) fail({errc::nesting_too_deep, m.length_at});
+      leave();
+    }
+    if (err_) return;
     if (len > max_array_length) return fail({errc::array_too_long, m.length_at});
     detail::store<std::uint32_t>(out_.data() + (m.length_at - base_), static_cast<std::uint32_t>(len), swap_);
   }
   void open_struct() {
     pad_to(8);
-    enter();
+    enter(position());
   }
   void close_struct() { leave(); }
   void open_variant(std::string_view type) {
     if (error e = validate_single_type(type)) return fail(e.in("variant signature being written"));
+    const std::size_t at = position();
     put_short_string(type);
-    enter();
+    enter(at);
   }
   void close_variant() { leave(); }
 
@@ -237,9 +243,12 @@ class writer {
   }
 
  private:
-  void enter() {
-    if (++depth_ > max_total_depth) fail({errc::nesting_too_deep, position()});
+  // `at` is where the container that would go too deep starts.
+  void enter(std::size_t at) {
+    if (++depth_ > max_total_depth) fail({errc::nesting_too_deep, at});
   }
+  // Where the characters of a counted string written now would start.
+  std::size_t string_data_at() const noexcept { return detail::align_up(position(), 4) + 4; }
   void leave() { --depth_; }
 
   template <class A>
