@@ -293,7 +293,8 @@ class message_view {
     if (h_.present & bit) return {errc::duplicate_header_field, sig_at, name};
     h_.present = static_cast<std::uint16_t>(h_.present | bit);
     const std::size_t value_at = sig[0] == 'g' ? r.offset() : detail::align_up(r.offset(), 4);
-    auto check = [&](error e) -> error { return e ? error(e.code(), value_at, name) : error(); };
+    // A bad name is reported at its offending character (past the string's 4-byte length).
+    auto check = [&](error e) -> error { return e ? error(e.code(), value_at + 4 + e.offset(), name) : error(); };
     switch (f) {
       case header_field::path:
         h_.path = r.get_object_path().str();

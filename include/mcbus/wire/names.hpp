@@ -165,6 +165,11 @@ class basic_name {
 
   friend constexpr bool operator==(basic_name a, basic_name b) noexcept { return a.str_ == b.str_; }
   friend constexpr bool operator==(basic_name a, std::string_view b) noexcept { return a.str_ == b; }
+  // Without this, `name == "literal"` is ambiguous between the two overloads above.
+  template <std::size_t N>
+  friend constexpr bool operator==(basic_name a, const char (&b)[N]) noexcept {
+    return a.str_ == std::string_view(b, N - 1);
+  }
   friend constexpr auto operator<=>(basic_name a, basic_name b) noexcept { return a.str_ <=> b.str_; }
 
  private:
