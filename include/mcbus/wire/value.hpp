@@ -46,13 +46,13 @@ class value {
   }
   // An array of elements of the given single complete type; every element must have that type.
   static result<value> array(std::string_view element_type, std::vector<value> elements) {
-    if (error e = validate_single_type(element_type)) return e;
+    std::string t = "a";
+    t += element_type;
+    // Validated with its 'a' (offsets count it): a dict entry is a complete type only inside an array.
+    if (error e = validate_single_type(t)) return e;
     for (const value& v : elements) {
       if (v.type_ != element_type) return error(errc::type_mismatch, error::no_offset, "array element");
     }
-    std::string t = "a";
-    t += element_type;
-    if (t.size() > max_signature_length) return error(errc::signature_too_long);
     value out = make(std::move(t), 0);
     out.items_ = std::move(elements);
     return out;
