@@ -262,8 +262,10 @@ class message_view {
     for (std::size_t i = fields_end; i < header_len; ++i) {
       if (p[i] != 0) return {errc::bad_padding, i, "after the header fields"};
     }
-    // The field array is validated as the value a(yv) that it is, starting at offset 12.
-    reader r(bytes.subspan(12, fields_end - 12), h_.order, 12);
+    // The field array is validated as the value a(yv) that it is, starting at offset 12. An 'h' can
+    // only be in an unknown field, which is ignored; and UNIX_FDS may come after it, so its index
+    // could not be checked here anyway (libdbus does not check it either).
+    reader r(bytes.subspan(12, fields_end - 12), h_.order, 12, reader::options{.check_fd_indexes = false});
     const reader::array_cursor fields = r.open_array("(yv)");
     while (r.in_array(fields)) {
       r.open_struct();
