@@ -1,0 +1,146 @@
+// mcbus: the receive side of a connection: bytes in, framed and validated messages out.
+//
+// Bytes from the transport are appended to one buffer (the only copy after the kernel's). As soon
+// as a message is complete it is validated once, given its fds, and queued as an entry that
+// records where its bytes are. Handlers then get message_views into the buffer: nothing is copied.
+//
+// A handler may block in a method call, which reads more bytes while an outer view is still in
+// use. The buffer therefore never moves while a dispatch is running: if it must grow, the bytes
+// still needed go to a new buffer and the old one is kept alive until the outermost dispatch ends.
+#pragma once
+
+#include <mcbus/error.hpp>
+#include <mcbus/io/transport.hpp>
+#include <mcbus/wire/detail/buffer.hpp>
+#include <mcbus/wire/message.hpp>
+
+#include <cstring>
+#include <deque>
+#include <span>
+#include <vector>
+
+MCBUS_NAMESPACE_BEGIN
+namespace detail {
+
+struct inbox_entry {
+  std::size_t offset = 0;
+  std::size_t length = 0;
+  std::size_t header_length = 0;
+  error invalid;  // set when the message failed validation; it is reported, never dispatched
+  message_type type = message_type::invalid;
+  std::uint32_t reply_serial = 0;
+  std::vector<unix_fd> fds;
+  std::vector<int> fd_ints;
+};
+
+class inbox {
+ public:
+  explicit inbox(std::size_t max_fds = max_fds_per_message) : max_fds_(max_fds) {}
+
+  // Appends received bytes and frames every message they complete. A framing error (a fixed
+  // header that makes no sense) is returned: the stream cannot be resynchronised after it.
+  error feed(std::span<const std::byte> bytes, received_fds& fds) {
+    if (fatal_) return fatal_;
+    make_room(bytes.size());
+    buf_.append(bytes.data(), bytes.size());
+    while (buf_.size() - frame_pos_ >= fixed_header_length) {
+      const std::span<const std::byte> rest(reinterpret_cast<const std::byte*>(buf_.data()) + frame_pos_,
+                                            buf_.size() - frame_pos_);
+      auto len = message_length(rest);
+      if (!len) return fatal_ = len.error().shifted(frame_pos_).in("framing a received message");
+      if (rest.size() < *len) break;
+      frame(rest.first(*len), fds);
+      frame_pos_ += *len;
+    }
+    return {};
+  }
+
+  bool empty() const noexcept { return entries_.empty(); }
+  std::size_t size() const noexcept { return entries_.size(); }
+  std::deque<inbox_entry>& entries() noexcept { return entries_; }
+
+  // The view of an entry; valid until the entry is popped and the dispatch depth returns to 0.
+  message_view view(const inbox_entry& e) const noexcept {
+    const auto* base = reinterpret_cast<const std::byte*>(buf_.data()) + e.offset;
+    auto v =
+        message_view::from_validated({base, e.header_length}, {base + e.header_length, e.length - e.header_length});
+    message_view out = v ? *v : message_view();
+    out.set_fds(e.fd_ints);
+    return out;
+  }
+
+  // Dispatch bracketing: while depth > 0, the buffer never moves.
+  void enter() noexcept { ++depth_; }
+  void leave() noexcept {
+    if (--depth_ == 0) retired_.clear();
+  }
+
+  void reset() {
+    entries_.clear();
+    buf_.clear();
+    frame_pos_ = 0;
+  }
+
+ private:
+  void frame(std::span<const std::byte> bytes, received_fds& fds) {
+    inbox_entry e;
+    e.offset = frame_pos_;
+    e.length = bytes.size();
+    auto v = message_view::parse(bytes);
+    if (v) {
+      e.header_length = v->header_bytes().size();
+      e.type = v->type();
+      e.reply_serial = v->reply_serial();
+      const std::uint32_t want = v->header().unix_fds;
+      if (want > max_fds_) {
+        e.invalid = error(errc::too_many_fds, error::no_offset, "received message");
+      } else if (want > fds.size()) {
+        e.invalid = error(errc::bad_fd_index, error::no_offset, "message announces more fds than arrived");
+      }
+      e.fds = fds.take(want);
+    } else {
+      e.invalid = v.error();
+      // Its fds cannot be told apart from the next message's; those that arrived with it go.
+      fds.clear();
+    }
+    for (const unix_fd& fd : e.fds) e.fd_ints.push_back(fd.get());
+    entries_.push_back(std::move(e));
+  }
+
+  // Keeps from the first byte still needed: the oldest entry, or the partial message at the end.
+  void make_room(std::size_t incoming) {
+    const std::size_t keep_from = entries_.empty() ? frame_pos_ : entries_.front().offset;
+    if (depth_ == 0) {
+      if (keep_from > 0 && (keep_from == buf_.size() || buf_.size() + incoming > buf_.capacity())) {
+        const std::size_t n = buf_.size() - keep_from;
+        if (n) std::memmove(buf_.data(), buf_.data() + keep_from, n);
+        buf_.resize(n);
+        shift(keep_from);
+      }
+      return;  // growing by realloc is fine: no view is alive
+    }
+    if (buf_.size() + incoming <= buf_.capacity()) return;
+    // A view into buf_ may be alive: move what is needed to a new buffer, retire the old one.
+    byte_buffer fresh(2 * (buf_.size() - keep_from + incoming) + 4096);
+    fresh.append(buf_.data() + keep_from, buf_.size() - keep_from);
+    retired_.push_back(std::move(buf_));
+    buf_ = std::move(fresh);
+    shift(keep_from);
+  }
+
+  void shift(std::size_t by) noexcept {
+    for (inbox_entry& e : entries_) e.offset -= by;
+    frame_pos_ -= by;
+  }
+
+  byte_buffer buf_;
+  std::size_t frame_pos_ = 0;  // first byte not yet framed
+  std::deque<inbox_entry> entries_;
+  std::vector<byte_buffer> retired_;
+  unsigned depth_ = 0;
+  std::size_t max_fds_;
+  error fatal_;
+};
+
+}  // namespace detail
+MCBUS_NAMESPACE_END
