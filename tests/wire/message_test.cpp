@@ -372,6 +372,27 @@ TEST(Message, HeaderFieldValues) {
     wire_test::string_field(w, 3, "m");
   };
   expect_parse_error(m.build(), errc::local_interface_forbidden, 20);
+  // As in libdbus, which compares a prefix, names that merely start with them are refused too.
+  for (std::string_view p : {"/org/freedesktop/DBus/LocalX", "/org/freedesktop/DBus/Local/x"}) {
+    m.type = 1;
+    m.fields = [p](writer& w) {
+      wire_test::path_field(w, p);
+      wire_test::string_field(w, 3, "m");
+    };
+    expect_parse_error(m.build(), errc::local_path_forbidden, 20);
+  }
+  m.fields = [](writer& w) {
+    wire_test::string_field(w, 2, "org.freedesktop.DBus.Local.Sub");
+    wire_test::path_field(w, "/a");
+    wire_test::string_field(w, 3, "m");
+  };
+  expect_parse_error(m.build(), errc::local_interface_forbidden, 20);
+  m.fields = [](writer& w) {
+    wire_test::path_field(w, "/org/freedesktop/DBus/Loca");
+    wire_test::string_field(w, 2, "org.freedesktop.DBus.Loca");
+    wire_test::string_field(w, 3, "m");
+  };
+  expect_parse_ok(m.build());
   // REPLY_SERIAL 0 is invalid.
   m.type = 2;
   m.fields = [](writer& w) { wire_test::u32_field(w, 5, 0); };

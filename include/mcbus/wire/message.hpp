@@ -300,12 +300,14 @@ class message_view {
     switch (f) {
       case header_field::path:
         h_.path = r.get_object_path().str();
-        if (!r.err() && h_.path == local_path) return {errc::local_path_forbidden, value_at, name};
+        // libdbus refuses every path and interface that merely starts with the local ones (it
+        // compares a prefix); mcbus does the same, so that it is never looser than libdbus.
+        if (!r.err() && h_.path.starts_with(local_path)) return {errc::local_path_forbidden, value_at, name};
         return r.err();
       case header_field::interface:
         h_.interface = r.get_string();
         if (r.err()) return r.err();
-        if (h_.interface == local_interface) return {errc::local_interface_forbidden, value_at, name};
+        if (h_.interface.starts_with(local_interface)) return {errc::local_interface_forbidden, value_at, name};
         return check(validate_interface_name(h_.interface));
       case header_field::member:
         h_.member = r.get_string();
