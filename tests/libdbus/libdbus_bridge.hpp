@@ -89,6 +89,20 @@ inline std::string signature_at(DBusMessageIter* it) {
   return out;
 }
 
+inline mcbus::value read(DBusMessageIter* it);
+
+// The elements of the container at the iterator.
+inline std::vector<mcbus::value> read_items(DBusMessageIter* it) {
+  DBusMessageIter sub;
+  dbus_message_iter_recurse(it, &sub);
+  std::vector<mcbus::value> items;
+  while (dbus_message_iter_get_arg_type(&sub) != DBUS_TYPE_INVALID) {
+    items.push_back(read(&sub));
+    dbus_message_iter_next(&sub);
+  }
+  return items;
+}
+
 // Reads the value at the iterator with libdbus and builds the same mcbus::value.
 inline mcbus::value read(DBusMessageIter* it) {
   using mcbus::value;
@@ -113,25 +127,11 @@ inline mcbus::value read(DBusMessageIter* it) {
       return value::variant(read(&sub));
     }
     case DBUS_TYPE_ARRAY: {
-      const std::string sig = signature_at(it);
-      DBusMessageIter sub;
-      dbus_message_iter_recurse(it, &sub);
-      std::vector<value> items;
-      while (dbus_message_iter_get_arg_type(&sub) != DBUS_TYPE_INVALID) {
-        items.push_back(read(&sub));
-        dbus_message_iter_next(&sub);
-      }
-      return value::array(sig.substr(1), std::move(items)).value();
+      return value::array(signature_at(it).substr(1), read_items(it)).value();
     }
     case DBUS_TYPE_STRUCT:
     case DBUS_TYPE_DICT_ENTRY: {
-      DBusMessageIter sub;
-      dbus_message_iter_recurse(it, &sub);
-      std::vector<value> items;
-      while (dbus_message_iter_get_arg_type(&sub) != DBUS_TYPE_INVALID) {
-        items.push_back(read(&sub));
-        dbus_message_iter_next(&sub);
-      }
+      std::vector<value> items = read_items(it);
       if (type == DBUS_TYPE_STRUCT) return value::structure(std::move(items)).value();
       if (items.size() != 2) {
         ADD_FAILURE() << "dict entry with " << items.size() << " fields";
