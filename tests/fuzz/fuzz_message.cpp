@@ -8,11 +8,20 @@
 #include <mcbus/wire.hpp>
 #include <mcbus/wire/message_tree.hpp>
 
+// mcbus-msg dump prints messages through mcbus/fmt.hpp; format every valid message the same way.
+// Header-only fmt needs no link flags, and builds without fmt (MCBUS_CORE_ONLY) skip this part.
+#if __has_include(<fmt/format.h>)
+#define FMT_HEADER_ONLY 1
+#include <mcbus/fmt.hpp>
+#define MCBUS_FUZZ_HAVE_FMT 1
+#endif
+
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <span>
 #include <vector>
 
@@ -89,6 +98,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   auto tree = mcbus::message_tree::decode(*m);
   if (!tree) die("valid message does not decode", tree.error());
+#ifdef MCBUS_FUZZ_HAVE_FMT
+  fmt::memory_buffer text;
+  fmt::format_to(std::back_inserter(text), "{}\n{}\n{}", m->header(), *m, *tree);
+  check(text.size() > 0, "nothing formatted");
+#endif
 
   const mcbus::byte_order own = m->order();
   const mcbus::byte_order other = own == mcbus::byte_order::little ? mcbus::byte_order::big : mcbus::byte_order::little;
