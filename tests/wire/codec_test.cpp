@@ -274,7 +274,7 @@ TEST(Reader, StringsAreUtf8WithoutNul) {
   for (std::string_view bad : {"\xc0\xaf", "\xe0\x80\xaf", "\xf0\x80\x80\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80",
                                "\xe2\x82", "\x80", "\xf8\x88\x80\x80\x80", "\xfe", "ab\xc3"}) {
     detail::byte_buffer buf;
-    writer w(buf);
+    writer w(buf, byte_order::little);
     w.put_counted_string(bad);  // unchecked on purpose
     const bytes b = wire_test::to_vector(buf);
     const std::size_t first_bad = bad.substr(0, 2) == "ab" ? 2 : 0;
