@@ -369,13 +369,13 @@ TEST(LibdbusDiff, LocalPathAndInterfacePrefixes) {
       {"/a", "org.freedesktop.DBus.Local"},     {"/a", "org.freedesktop.DBus.LocalX"},
       {"/a", "org.freedesktop.DBus.Local.x"},   {"/a", "org.freedesktop.DBus.Loca"},
   };
-  for (const auto& [path, iface] : cases) {
-    SCOPED_TRACE(path + " " + iface);
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.first + " " + c.second);
     wire_test::raw_message m;
     m.type = 4;
     m.fields = [&](writer& w) {
-      wire_test::path_field(w, path);
-      wire_test::string_field(w, 2, iface);
+      wire_test::path_field(w, c.first);
+      wire_test::string_field(w, 2, c.second);
       wire_test::string_field(w, 3, "M");
     };
     const bytes b = m.build();
