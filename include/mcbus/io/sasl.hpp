@@ -211,7 +211,8 @@ class sasl_client {
       const std::size_t eol = in_.find("\r\n", scan_from);
       if (eol == std::string::npos) {
         scanned_ = in_.size() - start;
-        if (scanned_ > sasl_max_line) fail(errc::auth_protocol, "server line longer than 16 KiB", received_);
+        // One byte more than the limit may be the CR of a line that is just within it.
+        if (scanned_ > sasl_max_line + 1) fail(errc::auth_protocol, "server line longer than 16 KiB", received_);
         break;
       }
       scanned_ = 0;
