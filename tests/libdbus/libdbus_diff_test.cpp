@@ -361,6 +361,45 @@ TEST(LibdbusDiff, ConformanceMessagesGetTheSameVerdict) {
   EXPECT_EQ(n, 2 + 6 + 7 + 20);
 }
 
+// The 64-level limit sits at the same place in both, in the body and in a header field (whose
+// array, struct and variant are three levels already).
+TEST(LibdbusDiff, NestingLimitsAgree) {
+  for (unsigned n : {63u, 64u, 65u, 66u}) {
+    SCOPED_TRACE("variants in the body: " + std::to_string(n));
+    wire_test::raw_message m;
+    m.type = 4;
+    m.fields = [](writer& w) {
+      wire_test::call_fields(w);
+      wire_test::sig_field(w, "v");
+    };
+    m.body = [n](writer& w) {
+      for (unsigned i = 1; i < n; ++i) w.put_short_string("v");
+      w.put_short_string("y");
+      w.put_byte(1);
+    };
+    const bytes b = m.build();
+    const auto mc = message_view::parse(b);
+    EXPECT_EQ(static_cast<bool>(mc), n <= 64);
+    EXPECT_EQ(libdbus_bridge::demarshal(b).accepted, n <= 64);
+  }
+  for (unsigned n : {60u, 61u, 62u}) {
+    SCOPED_TRACE("variants in a header field: " + std::to_string(n));
+    wire_test::raw_message m;
+    m.type = 4;
+    m.fields = [n](writer& w) {
+      wire_test::call_fields(w);
+      wire_test::field(w, 100, "v", [n](writer& x) {
+        for (unsigned i = 1; i < n; ++i) x.put_short_string("v");
+        x.put_short_string("y");
+        x.put_byte(1);
+      });
+    };
+    const bytes b = m.build();
+    EXPECT_EQ(static_cast<bool>(message_view::parse(b)), n <= 61);
+    EXPECT_EQ(libdbus_bridge::demarshal(b).accepted, n <= 61);
+  }
+}
+
 // libdbus refuses every path and interface that starts with the local ones; so does mcbus.
 TEST(LibdbusDiff, LocalPathAndInterfacePrefixes) {
   const std::pair<std::string, std::string> cases[] = {

@@ -196,6 +196,7 @@ TEST(Writer, NestingLimitCountsVariants) {
   EXPECT_FALSE(nest(63));  // 64 variants in all
   const error e = nest(64);
   EXPECT_EQ(e.code(), errc::nesting_too_deep);
+  EXPECT_EQ(e.offset(), 64u * 3);  // the 65th variant, after 64 signatures of 3 bytes
 }
 
 TEST(Writer, EmptyArraysDoNotCountTowardNesting) {
@@ -211,6 +212,7 @@ TEST(Writer, EmptyArraysDoNotCountTowardNesting) {
   w.put_string("x");
   w.close_array(m2);
   EXPECT_EQ(w.err().code(), errc::nesting_too_deep);
+  EXPECT_EQ(w.err().offset(), 200u);  // the second array's length: 64 * 3, then 4 + 4 for the first
 }
 
 // ---- reader ---------------------------------------------------------------------------------
