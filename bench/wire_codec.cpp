@@ -1,0 +1,423 @@
+// Wire codec benchmark: mcbus against sd-bus and libdbus, in the same binary, on three messages:
+//   (a) props  a PropertiesChanged signal with an a{sv} of 20 mixed entries
+//   (b) call   a method call with (s, u, as) holding 100 strings
+//   (c) blob   a signal with a 64 KiB ay
+// For each: encode (build the message from the same data and seal it) and decode (parse, validate
+// and read every value, folding them into a checksum that must match across the three codecs). The
+// table at the end gives the times, their sum (encode+decode) and the ratios.
+//
+// How comparable the work is: see wire_codec_sdbus.hpp and wire_codec_libdbus.hpp. In short,
+// mcbus decode = message_view::parse (full validation) + reading every value; libdbus decode =
+// dbus_message_demarshal (full validation, and a copy) + reading; sd-bus has no public parser, so
+// its decode = rewind + reading every value (validated as read), without header parsing.
+#include <mcbus/wire.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "wire_codec_data.hpp"
+#ifdef MCBUS_BENCH_HAVE_SDBUS
+#include "wire_codec_sdbus.hpp"
+#endif
+#ifdef MCBUS_BENCH_HAVE_LIBDBUS
+#include "wire_codec_libdbus.hpp"
+#endif
+
+namespace wire_bench::mcbus_side {
+
+using mcbus::message;
+using mcbus::message_view;
+using mcbus::reader;
+using mcbus::writer;
+
+[[noreturn]] void fail(const char* what, const mcbus::error& e) {
+  std::fprintf(stderr, "mcbus: %s: %s\n", what, e.message().c_str());
+  std::abort();
+}
+
+// The same loop over the same table as the sd-bus and libdbus encoders, through the writer.
+void write_props(writer& w) {
+  w.put_string(props_changed_interface);
+  const writer::array_mark a = w.open_array("{sv}");
+  for (const prop& p : props()) {
+    w.open_struct();
+    w.put_string(p.name);
+    w.open_variant(p.kind);
+    const std::string_view k = p.kind;
+    if (k == "s") {
+      w.put_string(p.s);
+    } else if (k == "o") {
+      w.put_object_path(p.s);
+    } else if (k == "u" || k == "i") {
+      w.put_fixed<std::uint32_t>(static_cast<std::uint32_t>(p.n));
+    } else if (k == "b") {
+      w.put_bool(p.n != 0);
+    } else if (k == "x" || k == "t") {
+      w.put_fixed<std::uint64_t>(p.n);
+    } else if (k == "d") {
+      w.put_double(p.d);
+    } else if (k == "(uu)") {
+      w.write(
+          std::tuple<std::uint32_t, std::uint32_t>(static_cast<std::uint32_t>(p.n), static_cast<std::uint32_t>(p.n2)));
+    } else if (k == "as") {
+      w.write(p.strings);
+    } else if (k == "ay") {
+      w.write(p.bytes);
+    }
+    w.close_variant();
+    w.close_struct();
+  }
+  w.close_array(a);
+  const writer::array_mark inv = w.open_array("s");
+  w.put_string(props_invalidated);
+  w.close_array(inv);
+}
+
+message encode_props() {
+  message m = message::signal(mcbus::object_path_view::from_unchecked(props_path),
+                              mcbus::interface_name::from_unchecked(props_interface),
+                              mcbus::member_name::from_unchecked(props_member));
+  m.append_with("sa{sv}as", write_props);
+  if (mcbus::error e = m.seal()) fail("seal props", e);
+  return m;
+}
+
+message encode_call() {
+  message m = message::method_call(
+      mcbus::bus_name::from_unchecked(call_destination), mcbus::object_path_view::from_unchecked(call_path),
+      mcbus::interface_name::from_unchecked(call_interface), mcbus::member_name::from_unchecked(call_member));
+  m.append(std::string_view(call_text), call_number, call_strings());
+  if (mcbus::error e = m.seal()) fail("seal call", e);
+  return m;
+}
+
+message encode_blob() {
+  message m = message::signal(mcbus::object_path_view::from_unchecked(blob_path),
+                              mcbus::interface_name::from_unchecked(blob_interface),
+                              mcbus::member_name::from_unchecked(blob_member));
+  m.append(std::span<const std::uint8_t>(blob()));
+  if (mcbus::error e = m.seal()) fail("seal blob", e);
+  return m;
+}
+
+void read_strings(reader& r, checksum& c) {
+  const reader::array_cursor a = r.open_array("s");
+  std::uint64_t n = 0;
+  while (r.in_array(a)) {
+    c.str(r.get_string());
+    ++n;
+  }
+  r.close_array(a);
+  c.num(n);
+}
+
+std::uint64_t read_props(const message_view& v) {
+  checksum c;
+  reader r = v.body();
+  c.str(r.get_string());
+  const reader::array_cursor a = r.open_array("{sv}");
+  while (r.in_array(a)) {
+    r.open_struct();
+    c.str(r.get_string());
+    const std::string_view k = r.open_variant().str();
+    if (k == "s") {
+      c.str(r.get_string());
+    } else if (k == "o") {
+      c.str(r.get_object_path().str());
+    } else if (k == "u" || k == "b") {
+      c.num(k == "b" ? r.get_bool() : r.get_fixed<std::uint32_t>());
+    } else if (k == "i") {
+      c.num(static_cast<std::uint64_t>(static_cast<std::int64_t>(r.get<std::int32_t>())));
+    } else if (k == "x" || k == "t") {
+      c.num(r.get_fixed<std::uint64_t>());
+    } else if (k == "d") {
+      c.num(static_cast<std::uint64_t>(r.get_double() * 1000));
+    } else if (k == "(uu)") {
+      const auto [x, y] = r.get<std::tuple<std::uint32_t, std::uint32_t>>();
+      c.num(x);
+      c.num(y);
+    } else if (k == "as") {
+      read_strings(r, c);
+    } else if (k == "ay") {
+      const auto bytes = r.get<std::span<const std::uint8_t>>();
+      c.bytes(bytes.data(), bytes.size());
+    }
+    r.close_variant();
+    r.close_struct();
+  }
+  r.close_array(a);
+  read_strings(r, c);
+  if (r.err()) fail("read props", r.err());
+  return c.h;
+}
+
+std::uint64_t read_call(const message_view& v) {
+  checksum c;
+  reader r = v.body();
+  c.str(r.get_string());
+  c.num(r.get_fixed<std::uint32_t>());
+  read_strings(r, c);
+  if (r.err()) fail("read call", r.err());
+  return c.h;
+}
+
+std::uint64_t read_blob(const message_view& v) {
+  checksum c;
+  reader r = v.body();
+  const auto bytes = r.get<std::span<const std::uint8_t>>();
+  c.bytes(bytes.data(), bytes.size());
+  if (r.err()) fail("read blob", r.err());
+  return c.h;
+}
+
+}  // namespace wire_bench::mcbus_side
+
+namespace {
+
+using namespace wire_bench;
+
+// One message's codec operations for one library.
+struct codec {
+  const char* library;
+  void (*encode)(benchmark::State&);
+  void (*decode)(benchmark::State&);
+};
+
+// ---- mcbus -------------------------------------------------------------------------------------
+
+template <mcbus::message (*Encode)(), std::uint64_t (*Read)(const mcbus::message_view&)>
+struct mcbus_ops {
+  static void encode(benchmark::State& st) {
+    for (auto _ : st) {
+      mcbus::message m = Encode();
+      benchmark::DoNotOptimize(m.header_bytes().data());
+    }
+  }
+  static void decode(benchmark::State& st) {
+    mcbus::message m = Encode();
+    auto bytes = m.to_bytes();  // one contiguous buffer, as it arrives from a socket
+    const std::span<const std::byte> all(*bytes);
+    for (auto _ : st) {
+      auto v = mcbus::message_view::parse(all);
+      if (!v) mcbus_side::fail("parse", v.error());
+      benchmark::DoNotOptimize(Read(*v));
+    }
+  }
+  static std::uint64_t check() {
+    mcbus::message m = Encode();
+    auto bytes = m.to_bytes();
+    auto v = mcbus::message_view::parse(*bytes);
+    if (!v) mcbus_side::fail("parse", v.error());
+    return Read(*v);
+  }
+};
+
+#ifdef MCBUS_BENCH_HAVE_SDBUS
+template <sd_bus_message* (*Encode)(), std::uint64_t (*Read)(sd_bus_message*)>
+struct sdbus_ops {
+  static void encode(benchmark::State& st) {
+    for (auto _ : st) sd_bus_message_unref(Encode());
+  }
+  static void decode(benchmark::State& st) {
+    sd_bus_message* m = Encode();
+    for (auto _ : st) benchmark::DoNotOptimize(Read(m));
+    sd_bus_message_unref(m);
+  }
+  static std::uint64_t check() {
+    sd_bus_message* m = Encode();
+    const std::uint64_t h = Read(m);
+    sd_bus_message_unref(m);
+    return h;
+  }
+};
+#endif
+
+#ifdef MCBUS_BENCH_HAVE_LIBDBUS
+template <libdbus::blob_bytes (*Encode)(), std::uint64_t (*Read)(const libdbus::blob_bytes&)>
+struct libdbus_ops {
+  static void encode(benchmark::State& st) {
+    for (auto _ : st) benchmark::DoNotOptimize(Encode().data);
+  }
+  static void decode(benchmark::State& st) {
+    const libdbus::blob_bytes b = Encode();
+    for (auto _ : st) benchmark::DoNotOptimize(Read(b));
+  }
+  static std::uint64_t check() { return Read(Encode()); }
+};
+#endif
+
+struct message_case {
+  const char* name;
+  std::uint64_t (*expected)();
+  std::vector<codec> codecs;
+  std::vector<std::pair<const char*, std::uint64_t (*)()>> checks;
+};
+
+template <class Ops>
+codec make(const char* library) {
+  return {library, &Ops::encode, &Ops::decode};
+}
+
+std::vector<message_case> cases() {
+  using namespace wire_bench;
+  std::vector<message_case> out;
+  {
+    using M = mcbus_ops<mcbus_side::encode_props, mcbus_side::read_props>;
+    message_case c{"a_props", expected_props, {make<M>("mcbus")}, {{"mcbus", M::check}}};
+#ifdef MCBUS_BENCH_HAVE_SDBUS
+    using S = sdbus_ops<sdbus::encode_props, sdbus::decode_props>;
+    c.codecs.push_back(make<S>("sd-bus"));
+    c.checks.emplace_back("sd-bus", S::check);
+#endif
+#ifdef MCBUS_BENCH_HAVE_LIBDBUS
+    using L = libdbus_ops<libdbus::encode_props, libdbus::decode_props>;
+    c.codecs.push_back(make<L>("libdbus"));
+    c.checks.emplace_back("libdbus", L::check);
+#endif
+    out.push_back(std::move(c));
+  }
+  {
+    using M = mcbus_ops<mcbus_side::encode_call, mcbus_side::read_call>;
+    message_case c{"b_call", expected_call, {make<M>("mcbus")}, {{"mcbus", M::check}}};
+#ifdef MCBUS_BENCH_HAVE_SDBUS
+    using S = sdbus_ops<sdbus::encode_call, sdbus::decode_call>;
+    c.codecs.push_back(make<S>("sd-bus"));
+    c.checks.emplace_back("sd-bus", S::check);
+#endif
+#ifdef MCBUS_BENCH_HAVE_LIBDBUS
+    using L = libdbus_ops<libdbus::encode_call, libdbus::decode_call>;
+    c.codecs.push_back(make<L>("libdbus"));
+    c.checks.emplace_back("libdbus", L::check);
+#endif
+    out.push_back(std::move(c));
+  }
+  {
+    using M = mcbus_ops<mcbus_side::encode_blob, mcbus_side::read_blob>;
+    message_case c{"c_blob64k", expected_blob, {make<M>("mcbus")}, {{"mcbus", M::check}}};
+#ifdef MCBUS_BENCH_HAVE_SDBUS
+    using S = sdbus_ops<sdbus::encode_blob, sdbus::decode_blob>;
+    c.codecs.push_back(make<S>("sd-bus"));
+    c.checks.emplace_back("sd-bus", S::check);
+#endif
+#ifdef MCBUS_BENCH_HAVE_LIBDBUS
+    using L = libdbus_ops<libdbus::encode_blob, libdbus::decode_blob>;
+    c.codecs.push_back(make<L>("libdbus"));
+    c.checks.emplace_back("libdbus", L::check);
+#endif
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+// Collects each benchmark's CPU time per iteration (the median when repetitions are asked for; CPU
+// time, because the machines are shared and wall time counts other people's work) and prints the
+// comparison table after the usual console output. encode+decode is the sum of the two.
+class ratio_reporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    ConsoleReporter::ReportRuns(runs);
+    for (const Run& r : runs) {
+      if (r.error_occurred) continue;
+      const bool median = r.run_type == Run::RT_Aggregate && r.aggregate_name == "median";
+      if (r.run_type == Run::RT_Aggregate && !median) continue;
+      const std::string name = r.run_name.function_name;
+      if (median || !ns_.count(name)) ns_[name] = r.GetAdjustedCPUTime() * to_ns(r.time_unit);
+    }
+  }
+
+  void Finalize() override {
+    ConsoleReporter::Finalize();
+    std::printf("\nwire codec: CPU time per message (us), and how many times as long the others take\n");
+    std::printf("%-10s %-14s %9s %9s %9s %10s %10s\n", "message", "operation", "mcbus", "sd-bus", "libdbus",
+                "sd-bus/mc", "libdbus/mc");
+    bool target_checked = false, target_met = true;
+    for (const message_case& c : cases()) {
+      double sum[3] = {0, 0, 0};
+      for (const char* op : {"encode", "decode", "encode+decode"}) {
+        double t[3];
+        const char* libs[3] = {"mcbus", "sd-bus", "libdbus"};
+        for (int i = 0; i < 3; ++i) {
+          if (op == std::string_view("encode+decode")) {
+            t[i] = sum[i];
+          } else {
+            t[i] = get(std::string(op) + "/" + c.name + "/" + libs[i]);
+            sum[i] = (sum[i] < 0 || t[i] < 0) ? -1 : sum[i] + t[i];
+          }
+        }
+        std::printf("%-10s %-14s %9s %9s %9s %10s %10s\n", c.name, op, us(t[0]).c_str(), us(t[1]).c_str(),
+                    us(t[2]).c_str(), ratio(t[1], t[0]).c_str(), ratio(t[2], t[0]).c_str());
+        if (op == std::string_view("encode+decode") && t[0] > 0 && t[1] > 0) {
+          target_checked = true;
+          target_met = target_met && t[1] / t[0] >= 4.0;
+        }
+      }
+    }
+    if (target_checked) {
+      std::printf("target: mcbus >= 4x faster than sd-bus on encode+decode for every message: %s\n",
+                  target_met ? "met" : "NOT met");
+    }
+  }
+
+ private:
+  static double to_ns(benchmark::TimeUnit u) {
+    switch (u) {
+      case benchmark::kNanosecond: return 1;
+      case benchmark::kMicrosecond: return 1e3;
+      case benchmark::kMillisecond: return 1e6;
+      case benchmark::kSecond: return 1e9;
+    }
+    return 1;
+  }
+  double get(const std::string& name) const {
+    const auto it = ns_.find(name);
+    return it == ns_.end() ? -1 : it->second;
+  }
+  static std::string us(double ns) {
+    if (ns < 0) return "-";
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3f", ns / 1000);
+    return buf;
+  }
+  static std::string ratio(double other, double mc) {
+    if (other < 0 || mc <= 0) return "-";
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.2fx", other / mc);
+    return buf;
+  }
+  std::map<std::string, double> ns_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Before timing anything: every codec must read back exactly the content that was written.
+  for (const message_case& c : cases()) {
+    for (const auto& [library, check] : c.checks) {
+      if (check() != c.expected()) {
+        std::fprintf(stderr, "%s decodes %s to other values than were encoded\n", library, c.name);
+        return 1;
+      }
+    }
+  }
+  for (const message_case& c : cases()) {
+    for (const codec& k : c.codecs) {
+      const std::string suffix = std::string(c.name) + "/" + k.library;
+      benchmark::RegisterBenchmark(("encode/" + suffix).c_str(), k.encode)->Unit(benchmark::kMicrosecond);
+      benchmark::RegisterBenchmark(("decode/" + suffix).c_str(), k.decode)->Unit(benchmark::kMicrosecond);
+    }
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  ratio_reporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  return 0;
+}
