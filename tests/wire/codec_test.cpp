@@ -571,3 +571,47 @@ TEST(Reader, TypedContainersRoundTrip) {
 }
 
 }  // namespace
+
+namespace {
+struct with_view {
+  std::string_view name;
+};
+struct with_string {
+  std::string name;
+  std::vector<std::map<std::string, std::int32_t>> nested;
+};
+}  // namespace
+MCBUS_STRUCT(with_view, name);
+MCBUS_STRUCT(with_string, name, nested);
+
+namespace {
+// value::to<T>() reads from a buffer of its own that is gone when it returns: types that would
+// point into it are refused at compile time (the static_assert in to() uses this trait).
+TEST(Value, ToRefusesTypesThatWouldDangle) {
+  using detail::borrows;
+  static_assert(borrows<std::string_view>::value);
+  static_assert(borrows<const char*>::value);
+  static_assert(borrows<object_path_view>::value);
+  static_assert(borrows<signature_view>::value);
+  static_assert(borrows<borrowed_fd>::value);
+  static_assert(borrows<std::span<const std::uint32_t>>::value);
+  static_assert(borrows<std::vector<std::string_view>>::value);
+  static_assert(borrows<std::map<std::string, std::string_view>>::value);
+  static_assert(borrows<std::vector<dict_entry<std::string_view, variant>>>::value);
+  static_assert(borrows<std::tuple<std::int32_t, std::pair<bool, object_path_view>>>::value);
+  static_assert(borrows<std::variant<std::int32_t, std::string_view>>::value);
+  static_assert(borrows<with_view>::value);
+  static_assert(!borrows<std::string>::value);
+  static_assert(!borrows<std::map<std::string, variant>>::value);
+  static_assert(!borrows<std::tuple<object_path, signature, std::vector<std::uint8_t>>>::value);
+  static_assert(!borrows<with_string>::value);
+  // The owning forms convert.
+  const auto v = value::from(with_string{"n", {{{"k", 1}}}});
+  ASSERT_TRUE(v) << v.error().message();
+  const auto back = v->to<with_string>();
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(back->name, "n");
+  EXPECT_EQ(back->nested.at(0).at("k"), 1);
+  EXPECT_EQ((v->to<std::tuple<std::string, std::int32_t>>().error().code()), errc::type_mismatch);
+}
+}  // namespace

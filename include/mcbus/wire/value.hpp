@@ -10,14 +10,65 @@
 #include <mcbus/wire/signature.hpp>
 #include <mcbus/wire/writer.hpp>
 
+#include <array>
 #include <bit>
 #include <cstdint>
+#include <map>
+#include <span>
 #include <string>
 #include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <unordered_map>
 #include <utility>
+#include <variant>
 #include <vector>
 
 MCBUS_NAMESPACE_BEGIN
+
+namespace detail {
+// Types that point into the buffer they were read from (views, spans, borrowed fds), alone or
+// inside containers. value::to() reads from a buffer of its own that is gone when it returns, so it
+// refuses them.
+template <class T, class = void>
+struct borrows : std::false_type {};
+template <>
+struct borrows<std::string_view> : std::true_type {};
+template <>
+struct borrows<const char*> : std::true_type {};
+template <>
+struct borrows<object_path_view> : std::true_type {};
+template <>
+struct borrows<signature_view> : std::true_type {};
+template <>
+struct borrows<borrowed_fd> : std::true_type {};
+template <class T, std::size_t N>
+struct borrows<std::span<T, N>> : std::true_type {};
+template <class T, class A>
+struct borrows<std::vector<T, A>> : borrows<T> {};
+template <class T, std::size_t N>
+struct borrows<std::array<T, N>> : borrows<T> {};
+template <class K, class V, class C, class A>
+struct borrows<std::map<K, V, C, A>> : std::disjunction<borrows<K>, borrows<V>> {};
+template <class K, class V, class H, class E, class A>
+struct borrows<std::unordered_map<K, V, H, E, A>> : std::disjunction<borrows<K>, borrows<V>> {};
+template <class K, class V>
+struct borrows<dict_entry<K, V>> : std::disjunction<borrows<K>, borrows<V>> {};
+template <class... Ts>
+struct borrows<std::tuple<Ts...>> : std::disjunction<borrows<Ts>...> {};
+template <class A, class B>
+struct borrows<std::pair<A, B>> : std::disjunction<borrows<A>, borrows<B>> {};
+template <class... Ts>
+struct borrows<std::variant<Ts...>> : std::disjunction<borrows<Ts>...> {};
+template <class T, class... Ps>
+constexpr bool members_borrow(std::tuple<Ps...>*) {
+  return (borrows<typename member_type<Ps>::type>::value || ...);
+}
+template <class T>
+struct borrows<T, std::enable_if_t<user_struct<T>>>
+    : std::bool_constant<members_borrow<T>(
+          static_cast<std::remove_cvref_t<decltype(dbus_struct<T>::members)>*>(nullptr))> {};
+}  // namespace detail
 
 class value {
  public:
@@ -96,6 +147,9 @@ class value {
   // Converts to a C++ type, which must have exactly this value's signature.
   template <class T>
   result<T> to() const {
+    static_assert(!detail::borrows<T>::value,
+                  "mcbus: value::to<T>() cannot return views (string_view, spans, *_view, borrowed_fd): "
+                  "they would point into a buffer that is gone; use owning types such as std::string");
     if (signature_of<T> != type_) return error(errc::type_mismatch, error::no_offset, type_.c_str()[0] ? "value" : "");
     detail::byte_buffer buf;
     writer w(buf, native_byte_order, 0);
