@@ -166,6 +166,24 @@ TEST(Writer, RefusesInvalidStrings) {
   EXPECT_EQ(w5.err().code(), errc::bad_signature);
 }
 
+TEST(Writer, EmptyViews) {
+  // Default-constructed views hold nullptr; writing them must not pass it to memcpy (UBSan checks).
+  // "" at 0..4, signature "" at 5..6, nullptr as "" at 8..12, then a one-string array at 16.
+  for (byte_order o : both_orders) {
+    const bytes b = encode(o, 0, std::string_view{}, signature_view{}, static_cast<const char*>(nullptr),
+                           std::vector<std::string_view>{std::string_view{}});
+    EXPECT_EQ(hex(b), o == byte_order::little ? canon("00000000 00 0000 00 00000000 00 000000 05000000 00000000 00")
+                                              : canon("00000000 00 0000 00 00000000 00 000000 00000005 00000000 00"));
+  }
+  // An empty object path is not a path: a default object_path_view cannot be written.
+  detail::byte_buffer buf;
+  writer w(buf, byte_order::little, 2);
+  w.write(object_path_view{});
+  EXPECT_EQ(w.err().code(), errc::bad_object_path);
+  EXPECT_EQ(w.err().offset(), 2u);
+  EXPECT_EQ(hex(encode(byte_order::little, 0, object_path{})), canon("01000000 2f00"));  // "/" by default
+}
+
 TEST(Writer, ErrorsAreSticky) {
   detail::byte_buffer buf;
   writer w(buf);

@@ -111,14 +111,14 @@ class writer {
     if (s.size() > 0xFFFFFFFFu) return fail({errc::value_out_of_range, position(), "string too long"});
     put_fixed<std::uint32_t>(static_cast<std::uint32_t>(s.size()));
     unsigned char* p = out_.extend(s.size() + 1);
-    std::memcpy(p, s.data(), s.size());
+    if (!s.empty()) std::memcpy(p, s.data(), s.size());  // an empty view may hold nullptr
     p[s.size()] = 0;
   }
   void put_short_string(std::string_view s) {
     if (err_) return;
     unsigned char* p = out_.extend(s.size() + 2);
     p[0] = static_cast<unsigned char>(s.size());
-    std::memcpy(p + 1, s.data(), s.size());
+    if (!s.empty()) std::memcpy(p + 1, s.data(), s.size());  // an empty view may hold nullptr
     p[s.size() + 1] = 0;
   }
 
@@ -195,7 +195,9 @@ class writer {
         put_string(v);
       }
     } else if constexpr (I::category == kind::object_path) {
-      put_counted_string(std::string_view(v.str()));  // the type guarantees validity
+      // The type guarantees validity, except a default-constructed object_path_view, which is empty.
+      if (v.str().empty()) return fail({errc::bad_object_path, position(), "empty object path being written"});
+      put_counted_string(std::string_view(v.str()));
     } else if constexpr (I::category == kind::signature) {
       put_short_string(std::string_view(v.str()));
     } else if constexpr (I::category == kind::fd) {
