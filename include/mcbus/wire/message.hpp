@@ -491,6 +491,7 @@ class message {
       return *this;
     }
     unseal();
+    if (body_.capacity() == 0) body_.reserve(256);
     writer w(body_, order_, body_.size(), &fds_);
     fn(w);
     if (w.err()) {
@@ -587,6 +588,7 @@ class message {
 
  private:
   message(message_type type, byte_order order) : type_(type), order_(order) {
+    header_.reserve(256);  // the header fields of most messages fit: one allocation, no regrowth
     header_.append_zeros(fixed_header_length);
   }
 

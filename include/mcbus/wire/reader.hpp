@@ -83,23 +83,11 @@ class reader {
 
   // ---- basic values -------------------------------------------------------------------------
 
-  bool align(std::size_t a) noexcept {
-    if (err_) return false;
-    const std::size_t target = detail::align_up(base_ + pos_, a) - base_;
-    if (target > end_) {
-      fail(errc::truncated);
-      return false;
-    }
-    if (!trusted_) {
-      for (std::size_t i = pos_; i < target; ++i) {
-        if (data_[i] != 0) {
-          fail_at(errc::bad_padding, i);
-          return false;
-        }
-      }
-    }
-    pos_ = target;
-    return true;
+  MCBUS_ALWAYS_INLINE bool align(std::size_t a) noexcept {
+    if (MCBUS_UNLIKELY(err_)) return false;
+    const std::size_t pad = (0 - (base_ + pos_)) & (a - 1);
+    if (pad == 0) return true;  // most values are aligned already
+    return skip_padding(pad);
   }
 
   template <class U>
@@ -129,11 +117,17 @@ class reader {
     return take_string(len);
   }
   // Errors in a path or signature point at the offending byte, as UTF-8 errors do.
+  // A valid path or signature is ASCII without NUL, so validating it makes the UTF-8 check
+  // redundant; that check runs only when validation fails, to report what it always reported.
   object_path_view get_object_path() noexcept {
-    const std::string_view s = get_string();
+    const std::uint32_t len = get_fixed<std::uint32_t>();
+    const std::size_t data_at = pos_;
+    const std::string_view s = take_string(len, false);
     if (!trusted_ && !err_) {
-      const std::size_t data_at = pos_ - s.size() - 1;
-      if (error e = validate_object_path(s)) fail_at(e.code(), data_at + e.offset(), "object path value");
+      if (error e = validate_object_path(s)) {
+        if (check_utf8(s, data_at)) fail_at(e.code(), data_at + e.offset(), "object path value");
+        return {};
+      }
     }
     return object_path_view::from_unchecked(s);
   }
@@ -145,9 +139,12 @@ class reader {
     }
     const std::size_t at = pos_;
     const std::size_t len = data_[pos_++];
-    const std::string_view s = take_string(len);
+    const std::string_view s = take_string(len, false);
     if (!trusted_ && !err_) {
-      if (error e = validate_signature(s)) fail_at(e.code(), at + 1 + e.offset(), "signature value");
+      if (error e = validate_signature(s)) {
+        if (check_utf8(s, at + 1)) fail_at(e.code(), at + 1 + e.offset(), "signature value");
+        return {};
+      }
     }
     return signature_view::from_unchecked(s);
   }
@@ -204,11 +201,14 @@ class reader {
     }
     const std::size_t at = pos_;
     const std::size_t len = data_[pos_++];
-    const std::string_view s = take_string(len);
+    const std::string_view s = take_string(len, false);
     if (err_) return {};
-    if (!trusted_ || s.empty()) {
+    // Most variants hold one basic value; validate_single_type() decides everything else, and a
+    // signature it accepts is ASCII without NUL, so no UTF-8 check is needed.
+    const bool simple = len == 1 && (is_basic_type_code(s[0]) || s[0] == 'v');
+    if (!simple && (!trusted_ || s.empty())) {
       if (error e = validate_single_type(s)) {
-        fail_at(errc::bad_variant_signature, at);
+        if (trusted_ || check_utf8(s, at + 1)) fail_at(errc::bad_variant_signature, at);
         return {};
       }
     }
@@ -332,26 +332,56 @@ class reader {
   }
   void leave() noexcept { --depth_; }
 
-  std::string_view take_string(std::size_t len) noexcept {
+  // utf8: check the content (untrusted readers only); callers that validate the string more
+  // strictly afterwards pass false and call check_utf8() only when that validation fails.
+  std::string_view take_string(std::size_t len, bool utf8 = true) noexcept {
     if (err_) return {};
-    if (len >= end_ - pos_) {  // needs len bytes plus the NUL
+    if (MCBUS_UNLIKELY(len >= end_ - pos_)) {  // needs len bytes plus the NUL
       fail(errc::truncated, "string runs past the end");
       return {};
     }
     const unsigned char* s = data_ + pos_;
-    if (s[len] != 0) {
+    if (MCBUS_UNLIKELY(s[len] != 0)) {
       fail_at(errc::string_not_terminated, pos_ + len);
       return {};
     }
-    if (!trusted_) {
+    if (utf8 && !trusted_) {
       bool nul = false;
-      if (const std::size_t bad = detail::find_invalid_utf8(s, len, &nul); bad != detail::utf8_ok) {
+      if (const std::size_t bad = detail::find_invalid_utf8_fast(s, len, end_ - pos_, &nul);
+          MCBUS_UNLIKELY(bad != detail::utf8_ok)) {
         fail_at(nul ? errc::string_has_nul : errc::bad_utf8, pos_ + bad);
         return {};
       }
     }
     pos_ += len + 1;
     return {reinterpret_cast<const char*>(s), len};
+  }
+  // Fails as take_string() would have for bad UTF-8 in s, which starts at data_at, and leaves the
+  // reader where take_string() would have; false if it failed.
+  bool check_utf8(std::string_view s, std::size_t data_at) noexcept {
+    bool nul = false;
+    const std::size_t bad = detail::find_invalid_utf8(reinterpret_cast<const unsigned char*>(s.data()), s.size(), &nul);
+    if (bad == detail::utf8_ok) return true;
+    pos_ = data_at;
+    fail_at(nul ? errc::string_has_nul : errc::bad_utf8, data_at + bad);
+    return false;
+  }
+  // The padding before a value: pad bytes (1 to 7), which must exist and, untrusted, be zero.
+  bool skip_padding(std::size_t pad) noexcept {
+    if (MCBUS_UNLIKELY(pad > end_ - pos_)) {
+      fail(errc::truncated);
+      return false;
+    }
+    if (!trusted_) {
+      for (std::size_t i = pos_; i < pos_ + pad; ++i) {
+        if (MCBUS_UNLIKELY(data_[i] != 0)) {
+          fail_at(errc::bad_padding, i);
+          return false;
+        }
+      }
+    }
+    pos_ += pad;
+    return true;
   }
 
   void skip_one(std::string_view sig, std::size_t& i) noexcept {
@@ -420,6 +450,8 @@ class reader {
           } else {
             pos_ = a.end;
           }
+        } else if (elem.size() == 1 && elem[0] == 's') {
+          while (in_array(a)) get_string();  // as: common enough for its own loop
         } else {
           while (in_array(a)) {
             std::size_t k = 0;

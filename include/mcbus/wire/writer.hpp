@@ -90,9 +90,10 @@ class writer {
   void put_string(std::string_view s) {
     if (err_) return;
     bool nul = false;
+    // The caller's string may end anywhere, so the fast path loads nothing past it.
     if (const std::size_t bad =
-            detail::find_invalid_utf8(reinterpret_cast<const unsigned char*>(s.data()), s.size(), &nul);
-        bad != detail::utf8_ok) {
+            detail::find_invalid_utf8_fast(reinterpret_cast<const unsigned char*>(s.data()), s.size(), s.size(), &nul);
+        MCBUS_UNLIKELY(bad != detail::utf8_ok)) {
       return fail({nul ? errc::string_has_nul : errc::bad_utf8, string_data_at() + bad, "string being written"});
     }
     put_counted_string(s);
@@ -109,10 +110,13 @@ class writer {
   void put_counted_string(std::string_view s) {
     if (err_) return;
     if (s.size() > 0xFFFFFFFFu) return fail({errc::value_out_of_range, position(), "string too long"});
-    put_fixed<std::uint32_t>(static_cast<std::uint32_t>(s.size()));
-    unsigned char* p = out_.extend(s.size() + 1);
-    if (!s.empty()) std::memcpy(p, s.data(), s.size());  // an empty view may hold nullptr
-    p[s.size()] = 0;
+    // Padding, length, text and NUL in one extend().
+    const std::size_t pad = (0 - position()) & 3;
+    unsigned char* p = out_.extend(pad + 4 + s.size() + 1);
+    for (std::size_t i = 0; i < pad; ++i) p[i] = 0;
+    detail::store<std::uint32_t>(p + pad, static_cast<std::uint32_t>(s.size()), swap_);
+    if (!s.empty()) std::memcpy(p + pad + 4, s.data(), s.size());  // an empty view may hold nullptr
+    p[pad + 4 + s.size()] = 0;
   }
   void put_short_string(std::string_view s) {
     if (err_) return;
@@ -165,7 +169,9 @@ class writer {
   }
   void close_struct() { leave(); }
   void open_variant(std::string_view type) {
-    if (error e = validate_single_type(type)) return fail(e.in("variant signature being written"));
+    // Most variants hold one basic value, which needs no parsing.
+    const bool simple = type.size() == 1 && (is_basic_type_code(type[0]) || type[0] == 'v');
+    if (error e = simple ? error() : validate_single_type(type)) return fail(e.in("variant signature being written"));
     const std::size_t at = position();
     put_short_string(type);
     enter(at);

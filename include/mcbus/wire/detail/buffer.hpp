@@ -50,8 +50,10 @@ class byte_buffer {
 
   void reserve(std::size_t n) {
     if (n <= cap_) return;
-    std::size_t cap = cap_ ? cap_ : 64;
-    while (cap < n) cap *= 2;
+    // Doubling keeps appends amortized O(1); a single large append gets what it asks for, not the
+    // next power of two (64 KiB + 4 would otherwise allocate 128 KiB).
+    std::size_t cap = cap_ ? 2 * cap_ : 64;
+    if (cap < n) cap = n;
     void* p = std::realloc(data_, cap);
     if (!p) {
       std::fputs("mcbus: out of memory\n", stderr);

@@ -4,6 +4,7 @@
 
 #include <mcbus/config.hpp>
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -59,6 +60,59 @@ inline std::size_t find_invalid_utf8(const unsigned char* s, std::size_t n, bool
     i += len;
   }
   return utf8_ok;
+}
+
+// Whether all n bytes at s are ASCII and none is NUL: the common case, decided a word at a time
+// with no per-byte branch. `readable` is how many bytes from s may be loaded (at least n); with 8
+// or more, a short string is checked with one masked load instead of a byte loop. A false answer
+// says nothing more: find_invalid_utf8() then decides, and finds the offset.
+MCBUS_ALWAYS_INLINE bool is_ascii_without_nul(const unsigned char* s, std::size_t n, std::size_t readable) noexcept {
+  constexpr std::uint64_t ones = 0x0101010101010101ULL;
+  constexpr std::uint64_t highs = 0x8080808080808080ULL;
+  // Nonzero when some byte of w has its high bit set or is zero.
+  auto bad = [](std::uint64_t w) noexcept { return (w | ((w - ones) & ~w)) & highs; };
+  std::uint64_t w;
+  if (n < 8) {
+    if (n == 0) return true;
+    if (readable < 8) {
+      for (std::size_t i = 0; i < n; ++i) {
+        if (s[i] == 0 || s[i] >= 0x80) return false;
+      }
+      return true;
+    }
+    std::memcpy(&w, s, 8);
+    // Bytes past the string become 0x01 (ASCII, not NUL), whatever the byte order.
+    std::uint64_t keep;
+    if constexpr (std::endian::native == std::endian::little) {
+      keep = ~std::uint64_t{0} >> (8 * (8 - n));
+    } else {
+      keep = ~std::uint64_t{0} << (8 * (8 - n));
+    }
+    return bad((w & keep) | (ones & ~keep)) == 0;
+  }
+  std::uint64_t acc = 0;
+  std::size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    std::uint64_t w2;
+    std::memcpy(&w, s + i, 8);
+    std::memcpy(&w2, s + i + 8, 8);
+    acc |= bad(w) | bad(w2);
+  }
+  if (i + 8 <= n) {
+    std::memcpy(&w, s + i, 8);
+    acc |= bad(w);
+  }
+  // The last 8 bytes, overlapping what was checked: no byte loop for the tail.
+  std::memcpy(&w, s + n - 8, 8);
+  acc |= bad(w);
+  return acc == 0;
+}
+
+// find_invalid_utf8() with the ASCII fast path in front.
+MCBUS_ALWAYS_INLINE std::size_t find_invalid_utf8_fast(const unsigned char* s, std::size_t n, std::size_t readable,
+                                                       bool* found_nul = nullptr) noexcept {
+  if (MCBUS_LIKELY(is_ascii_without_nul(s, n, readable))) return utf8_ok;
+  return find_invalid_utf8(s, n, found_nul);
 }
 
 }  // namespace detail
