@@ -43,48 +43,51 @@ using mcbus::writer;
   std::abort();
 }
 
+// Compile-time lengths: a C++ caller has them (literals, std::string); the C libraries call strlen().
+constexpr std::string_view props_path_v = props_path, props_interface_v = props_interface,
+                           props_member_v = props_member, props_changed_v = props_changed_interface,
+                           props_invalidated_v = props_invalidated, call_destination_v = call_destination,
+                           call_path_v = call_path, call_interface_v = call_interface, call_member_v = call_member,
+                           call_text_v = call_text, blob_path_v = blob_path, blob_interface_v = blob_interface,
+                           blob_member_v = blob_member;
+
 // The same loop over the same table as the sd-bus and libdbus encoders, through the writer.
 void write_props(writer& w) {
-  w.put_string(props_changed_interface);
+  w.put_string(props_changed_v);
   const writer::array_mark a = w.open_array("{sv}");
   for (const prop& p : props()) {
     w.open_struct();
     w.put_string(p.name);
     w.open_variant(p.kind);
-    const std::string_view k = p.kind;
-    if (k == "s") {
-      w.put_string(p.s);
-    } else if (k == "o") {
-      w.put_object_path(p.s);
-    } else if (k == "u" || k == "i") {
-      w.put_fixed<std::uint32_t>(static_cast<std::uint32_t>(p.n));
-    } else if (k == "b") {
-      w.put_bool(p.n != 0);
-    } else if (k == "x" || k == "t") {
-      w.put_fixed<std::uint64_t>(p.n);
-    } else if (k == "d") {
-      w.put_double(p.d);
-    } else if (k == "(uu)") {
-      w.write(
-          std::tuple<std::uint32_t, std::uint32_t>(static_cast<std::uint32_t>(p.n), static_cast<std::uint32_t>(p.n2)));
-    } else if (k == "as") {
-      w.write(p.strings);
-    } else if (k == "ay") {
-      w.write(p.bytes);
+    switch (tag_of(p.kind)) {
+      case 's': w.put_string(p.s); break;
+      case 'o': w.put_object_path(p.s); break;
+      case 'u':
+      case 'i': w.put_fixed<std::uint32_t>(static_cast<std::uint32_t>(p.n)); break;
+      case 'b': w.put_bool(p.n != 0); break;
+      case 'x':
+      case 't': w.put_fixed<std::uint64_t>(p.n); break;
+      case 'd': w.put_double(p.d); break;
+      case 'r':
+        w.write(std::tuple<std::uint32_t, std::uint32_t>(static_cast<std::uint32_t>(p.n),
+                                                         static_cast<std::uint32_t>(p.n2)));
+        break;
+      case 'A': w.write(p.strings); break;
+      case 'Y': w.write(p.bytes); break;
     }
     w.close_variant();
     w.close_struct();
   }
   w.close_array(a);
   const writer::array_mark inv = w.open_array("s");
-  w.put_string(props_invalidated);
+  w.put_string(props_invalidated_v);
   w.close_array(inv);
 }
 
 message encode_props() {
-  message m = message::signal(mcbus::object_path_view::from_unchecked(props_path),
-                              mcbus::interface_name::from_unchecked(props_interface),
-                              mcbus::member_name::from_unchecked(props_member));
+  message m = message::signal(mcbus::object_path_view::from_unchecked(props_path_v),
+                              mcbus::interface_name::from_unchecked(props_interface_v),
+                              mcbus::member_name::from_unchecked(props_member_v));
   m.append_with("sa{sv}as", write_props);
   if (mcbus::error e = m.seal()) fail("seal props", e);
   return m;
@@ -92,17 +95,17 @@ message encode_props() {
 
 message encode_call() {
   message m = message::method_call(
-      mcbus::bus_name::from_unchecked(call_destination), mcbus::object_path_view::from_unchecked(call_path),
-      mcbus::interface_name::from_unchecked(call_interface), mcbus::member_name::from_unchecked(call_member));
-  m.append(std::string_view(call_text), call_number, call_strings());
+      mcbus::bus_name::from_unchecked(call_destination_v), mcbus::object_path_view::from_unchecked(call_path_v),
+      mcbus::interface_name::from_unchecked(call_interface_v), mcbus::member_name::from_unchecked(call_member_v));
+  m.append(call_text_v, call_number, call_strings());
   if (mcbus::error e = m.seal()) fail("seal call", e);
   return m;
 }
 
 message encode_blob() {
-  message m = message::signal(mcbus::object_path_view::from_unchecked(blob_path),
-                              mcbus::interface_name::from_unchecked(blob_interface),
-                              mcbus::member_name::from_unchecked(blob_member));
+  message m = message::signal(mcbus::object_path_view::from_unchecked(blob_path_v),
+                              mcbus::interface_name::from_unchecked(blob_interface_v),
+                              mcbus::member_name::from_unchecked(blob_member_v));
   m.append(std::span<const std::uint8_t>(blob()));
   if (mcbus::error e = m.seal()) fail("seal blob", e);
   return m;
@@ -127,28 +130,27 @@ std::uint64_t read_props(const message_view& v) {
   while (r.in_array(a)) {
     r.open_struct();
     c.str(r.get_string());
-    const std::string_view k = r.open_variant().str();
-    if (k == "s") {
-      c.str(r.get_string());
-    } else if (k == "o") {
-      c.str(r.get_object_path().str());
-    } else if (k == "u" || k == "b") {
-      c.num(k == "b" ? r.get_bool() : r.get_fixed<std::uint32_t>());
-    } else if (k == "i") {
-      c.num(static_cast<std::uint64_t>(static_cast<std::int64_t>(r.get<std::int32_t>())));
-    } else if (k == "x" || k == "t") {
-      c.num(r.get_fixed<std::uint64_t>());
-    } else if (k == "d") {
-      c.num(static_cast<std::uint64_t>(r.get_double() * 1000));
-    } else if (k == "(uu)") {
-      const auto [x, y] = r.get<std::tuple<std::uint32_t, std::uint32_t>>();
-      c.num(x);
-      c.num(y);
-    } else if (k == "as") {
-      read_strings(r, c);
-    } else if (k == "ay") {
-      const auto bytes = r.get<std::span<const std::uint8_t>>();
-      c.bytes(bytes.data(), bytes.size());
+    switch (tag_of(r.open_variant().str())) {
+      case 's': c.str(r.get_string()); break;
+      case 'o': c.str(r.get_object_path().str()); break;
+      case 'u': c.num(r.get_fixed<std::uint32_t>()); break;
+      case 'b': c.num(r.get_bool()); break;
+      case 'i': c.num(static_cast<std::uint64_t>(static_cast<std::int64_t>(r.get<std::int32_t>()))); break;
+      case 'x':
+      case 't': c.num(r.get_fixed<std::uint64_t>()); break;
+      case 'd': c.num(static_cast<std::uint64_t>(r.get_double() * 1000)); break;
+      case 'r': {
+        const auto [x, y] = r.get<std::tuple<std::uint32_t, std::uint32_t>>();
+        c.num(x);
+        c.num(y);
+        break;
+      }
+      case 'A': read_strings(r, c); break;
+      case 'Y': {
+        const auto bytes = r.get<std::span<const std::uint8_t>>();
+        c.bytes(bytes.data(), bytes.size());
+        break;
+      }
     }
     r.close_variant();
     r.close_struct();

@@ -52,38 +52,54 @@ inline blob_bytes encode_props() {
   must(dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "{sv}", &arr), "open a");
   for (const prop& p : props()) {
     must(dbus_message_iter_open_container(&arr, DBUS_TYPE_DICT_ENTRY, nullptr, &entry), "open e");
-    must(dbus_message_iter_append_basic(&entry, DBUS_TYPE_STRING, &p.name), "append key");
-    must(dbus_message_iter_open_container(&entry, DBUS_TYPE_VARIANT, p.kind, &var), "open v");
-    const std::string_view k = p.kind;
-    if (k == "s" || k == "o") {
-      must(dbus_message_iter_append_basic(&var, k[0], &p.s), "append s/o");
-    } else if (k == "u" || k == "i" || k == "b") {
-      const dbus_uint32_t v = static_cast<dbus_uint32_t>(p.n);
-      must(dbus_message_iter_append_basic(&var, k[0], &v), "append u");
-    } else if (k == "x" || k == "t") {
-      const dbus_uint64_t v = p.n;
-      must(dbus_message_iter_append_basic(&var, k[0], &v), "append t");
-    } else if (k == "d") {
-      must(dbus_message_iter_append_basic(&var, DBUS_TYPE_DOUBLE, &p.d), "append d");
-    } else if (k == "(uu)") {
-      must(dbus_message_iter_open_container(&var, DBUS_TYPE_STRUCT, nullptr, &inner), "open r");
-      const dbus_uint32_t a = static_cast<dbus_uint32_t>(p.n), b = static_cast<dbus_uint32_t>(p.n2);
-      must(dbus_message_iter_append_basic(&inner, DBUS_TYPE_UINT32, &a), "append u");
-      must(dbus_message_iter_append_basic(&inner, DBUS_TYPE_UINT32, &b), "append u");
-      must(dbus_message_iter_close_container(&var, &inner), "close r");
-    } else if (k == "as") {
-      must(dbus_message_iter_open_container(&var, DBUS_TYPE_ARRAY, "s", &inner), "open as");
-      for (const std::string& s : p.strings) {
-        const char* c = s.c_str();
-        must(dbus_message_iter_append_basic(&inner, DBUS_TYPE_STRING, &c), "append s");
+    const char* name = p.name.data();
+    must(dbus_message_iter_append_basic(&entry, DBUS_TYPE_STRING, &name), "append key");
+    must(dbus_message_iter_open_container(&entry, DBUS_TYPE_VARIANT, p.kind.data(), &var), "open v");
+    switch (const char t = tag_of(p.kind)) {
+      case 's':
+      case 'o': {
+        const char* v = p.s.data();
+        must(dbus_message_iter_append_basic(&var, t, &v), "append s/o");
+        break;
       }
-      must(dbus_message_iter_close_container(&var, &inner), "close as");
-    } else if (k == "ay") {
-      must(dbus_message_iter_open_container(&var, DBUS_TYPE_ARRAY, "y", &inner), "open ay");
-      const unsigned char* data = p.bytes.data();
-      must(dbus_message_iter_append_fixed_array(&inner, DBUS_TYPE_BYTE, &data, static_cast<int>(p.bytes.size())),
-           "append ay");
-      must(dbus_message_iter_close_container(&var, &inner), "close ay");
+      case 'u':
+      case 'i':
+      case 'b': {
+        const dbus_uint32_t v = static_cast<dbus_uint32_t>(p.n);
+        must(dbus_message_iter_append_basic(&var, t, &v), "append u");
+        break;
+      }
+      case 'x':
+      case 't': {
+        const dbus_uint64_t v = p.n;
+        must(dbus_message_iter_append_basic(&var, t, &v), "append t");
+        break;
+      }
+      case 'd': must(dbus_message_iter_append_basic(&var, DBUS_TYPE_DOUBLE, &p.d), "append d"); break;
+      case 'r': {
+        must(dbus_message_iter_open_container(&var, DBUS_TYPE_STRUCT, nullptr, &inner), "open r");
+        const dbus_uint32_t a = static_cast<dbus_uint32_t>(p.n), b = static_cast<dbus_uint32_t>(p.n2);
+        must(dbus_message_iter_append_basic(&inner, DBUS_TYPE_UINT32, &a), "append u");
+        must(dbus_message_iter_append_basic(&inner, DBUS_TYPE_UINT32, &b), "append u");
+        must(dbus_message_iter_close_container(&var, &inner), "close r");
+        break;
+      }
+      case 'A':
+        must(dbus_message_iter_open_container(&var, DBUS_TYPE_ARRAY, "s", &inner), "open as");
+        for (const std::string& s : p.strings) {
+          const char* c = s.c_str();
+          must(dbus_message_iter_append_basic(&inner, DBUS_TYPE_STRING, &c), "append s");
+        }
+        must(dbus_message_iter_close_container(&var, &inner), "close as");
+        break;
+      case 'Y': {
+        must(dbus_message_iter_open_container(&var, DBUS_TYPE_ARRAY, "y", &inner), "open ay");
+        const unsigned char* data = p.bytes.data();
+        must(dbus_message_iter_append_fixed_array(&inner, DBUS_TYPE_BYTE, &data, static_cast<int>(p.bytes.size())),
+             "append ay");
+        must(dbus_message_iter_close_container(&var, &inner), "close ay");
+        break;
+      }
     }
     must(dbus_message_iter_close_container(&entry, &var), "close v");
     must(dbus_message_iter_close_container(&arr, &entry), "close e");

@@ -51,30 +51,35 @@ inline sd_bus_message* encode_props() {
   must(sd_bus_message_open_container(m, 'a', "{sv}"), "open a");
   for (const prop& p : props()) {
     must(sd_bus_message_open_container(m, 'e', "sv"), "open e");
-    must(sd_bus_message_append_basic(m, 's', p.name), "append key");
-    must(sd_bus_message_open_container(m, 'v', p.kind), "open v");
-    const std::string_view k = p.kind;
-    if (k == "s" || k == "o") {
-      must(sd_bus_message_append_basic(m, k[0], p.s), "append s/o");
-    } else if (k == "u" || k == "i" || k == "b") {
-      const std::uint32_t v = static_cast<std::uint32_t>(p.n);
-      must(sd_bus_message_append_basic(m, k[0], &v), "append u");
-    } else if (k == "x" || k == "t") {
-      must(sd_bus_message_append_basic(m, k[0], &p.n), "append t");
-    } else if (k == "d") {
-      must(sd_bus_message_append_basic(m, 'd', &p.d), "append d");
-    } else if (k == "(uu)") {
-      must(sd_bus_message_open_container(m, 'r', "uu"), "open r");
-      const std::uint32_t a = static_cast<std::uint32_t>(p.n), b = static_cast<std::uint32_t>(p.n2);
-      must(sd_bus_message_append_basic(m, 'u', &a), "append u");
-      must(sd_bus_message_append_basic(m, 'u', &b), "append u");
-      must(sd_bus_message_close_container(m), "close r");
-    } else if (k == "as") {
-      must(sd_bus_message_open_container(m, 'a', "s"), "open as");
-      for (const std::string& s : p.strings) must(sd_bus_message_append_basic(m, 's', s.c_str()), "append s");
-      must(sd_bus_message_close_container(m), "close as");
-    } else if (k == "ay") {
-      must(sd_bus_message_append_array(m, 'y', p.bytes.data(), p.bytes.size()), "append ay");
+    must(sd_bus_message_append_basic(m, 's', p.name.data()), "append key");
+    must(sd_bus_message_open_container(m, 'v', p.kind.data()), "open v");
+    switch (const char t = tag_of(p.kind)) {
+      case 's':
+      case 'o': must(sd_bus_message_append_basic(m, t, p.s.data()), "append s/o"); break;
+      case 'u':
+      case 'i':
+      case 'b': {
+        const std::uint32_t v = static_cast<std::uint32_t>(p.n);
+        must(sd_bus_message_append_basic(m, t, &v), "append u");
+        break;
+      }
+      case 'x':
+      case 't': must(sd_bus_message_append_basic(m, t, &p.n), "append t"); break;
+      case 'd': must(sd_bus_message_append_basic(m, 'd', &p.d), "append d"); break;
+      case 'r': {
+        must(sd_bus_message_open_container(m, 'r', "uu"), "open r");
+        const std::uint32_t a = static_cast<std::uint32_t>(p.n), b = static_cast<std::uint32_t>(p.n2);
+        must(sd_bus_message_append_basic(m, 'u', &a), "append u");
+        must(sd_bus_message_append_basic(m, 'u', &b), "append u");
+        must(sd_bus_message_close_container(m), "close r");
+        break;
+      }
+      case 'A':
+        must(sd_bus_message_open_container(m, 'a', "s"), "open as");
+        for (const std::string& s : p.strings) must(sd_bus_message_append_basic(m, 's', s.c_str()), "append s");
+        must(sd_bus_message_close_container(m), "close as");
+        break;
+      case 'Y': must(sd_bus_message_append_array(m, 'y', p.bytes.data(), p.bytes.size()), "append ay"); break;
     }
     must(sd_bus_message_close_container(m), "close v");
     must(sd_bus_message_close_container(m), "close e");
@@ -139,42 +144,58 @@ inline std::uint64_t decode_props(sd_bus_message* m) {
     const char* contents = nullptr;
     must(sd_bus_message_peek_type(m, nullptr, &contents), "peek");
     must(sd_bus_message_enter_container(m, 'v', contents), "enter v");
-    const std::string_view k = contents;
-    if (k == "s" || k == "o") {
-      const char* v = nullptr;
-      must(sd_bus_message_read_basic(m, k[0], &v), "read s/o");
-      c.str(v, std::strlen(v));
-    } else if (k == "u" || k == "b") {
-      std::uint32_t v = 0;
-      must(sd_bus_message_read_basic(m, k[0], &v), "read u");
-      c.num(v);
-    } else if (k == "i") {
-      std::int32_t v = 0;
-      must(sd_bus_message_read_basic(m, 'i', &v), "read i");
-      c.num(static_cast<std::uint64_t>(static_cast<std::int64_t>(v)));
-    } else if (k == "x" || k == "t") {
-      std::uint64_t v = 0;
-      must(sd_bus_message_read_basic(m, k[0], &v), "read t");
-      c.num(v);
-    } else if (k == "d") {
-      double v = 0;
-      must(sd_bus_message_read_basic(m, 'd', &v), "read d");
-      c.num(static_cast<std::uint64_t>(v * 1000));
-    } else if (k == "(uu)") {
-      std::uint32_t a = 0, b = 0;
-      must(sd_bus_message_enter_container(m, 'r', "uu"), "enter r");
-      must(sd_bus_message_read_basic(m, 'u', &a), "read u");
-      must(sd_bus_message_read_basic(m, 'u', &b), "read u");
-      must(sd_bus_message_exit_container(m), "exit r");
-      c.num(a);
-      c.num(b);
-    } else if (k == "as") {
-      read_strings(m, c);
-    } else if (k == "ay") {
-      const void* p = nullptr;
-      std::size_t n = 0;
-      must(sd_bus_message_read_array(m, 'y', &p, &n), "read ay");
-      c.bytes(static_cast<const std::uint8_t*>(p), n);
+    switch (const char t = tag_of(contents)) {
+      case 's':
+      case 'o': {
+        const char* v = nullptr;
+        must(sd_bus_message_read_basic(m, t, &v), "read s/o");
+        c.str(v, std::strlen(v));
+        break;
+      }
+      case 'u':
+      case 'b': {
+        std::uint32_t v = 0;
+        must(sd_bus_message_read_basic(m, t, &v), "read u");
+        c.num(v);
+        break;
+      }
+      case 'i': {
+        std::int32_t v = 0;
+        must(sd_bus_message_read_basic(m, 'i', &v), "read i");
+        c.num(static_cast<std::uint64_t>(static_cast<std::int64_t>(v)));
+        break;
+      }
+      case 'x':
+      case 't': {
+        std::uint64_t v = 0;
+        must(sd_bus_message_read_basic(m, t, &v), "read t");
+        c.num(v);
+        break;
+      }
+      case 'd': {
+        double v = 0;
+        must(sd_bus_message_read_basic(m, 'd', &v), "read d");
+        c.num(static_cast<std::uint64_t>(v * 1000));
+        break;
+      }
+      case 'r': {
+        std::uint32_t a = 0, b = 0;
+        must(sd_bus_message_enter_container(m, 'r', "uu"), "enter r");
+        must(sd_bus_message_read_basic(m, 'u', &a), "read u");
+        must(sd_bus_message_read_basic(m, 'u', &b), "read u");
+        must(sd_bus_message_exit_container(m), "exit r");
+        c.num(a);
+        c.num(b);
+        break;
+      }
+      case 'A': read_strings(m, c); break;
+      case 'Y': {
+        const void* p = nullptr;
+        std::size_t n = 0;
+        must(sd_bus_message_read_array(m, 'y', &p, &n), "read ay");
+        c.bytes(static_cast<const std::uint8_t*>(p), n);
+        break;
+      }
     }
     must(sd_bus_message_exit_container(m), "exit v");
     must(sd_bus_message_exit_container(m), "exit e");
