@@ -540,6 +540,43 @@ TEST(Message, FdIndexes) {
   expect_parse_ok(with_fd(1, 5), parse_options{.check_fd_indexes = false});
 }
 
+TEST(Message, FdsTravelBesideTheMessage) {
+  int pipefd[2];
+  ASSERT_EQ(::pipe(pipefd), 0);
+  for (byte_order o : both_orders) {
+    message m = message::signal("/p", "a.b", "c", o);
+    m.append(borrowed_fd{pipefd[0]}, std::uint8_t{1}, borrowed_fd{pipefd[1]});
+    ASSERT_FALSE(m.err()) << m.err().message();
+    ASSERT_EQ(m.fds().size(), 2u);
+    EXPECT_NE(m.fds()[0].get(), pipefd[0]);  // duplicates, owned by the message
+    auto b = m.to_bytes();
+    ASSERT_TRUE(b);
+    auto v = message_view::parse(*b);
+    ASSERT_TRUE(v) << v.error().message();
+    EXPECT_EQ(v->header().unix_fds, 2u);
+    EXPECT_EQ(v->body_signature(), "hyh");
+    reader r = v->body();
+    const auto values = value::read_all(r, "hyh");
+    ASSERT_EQ(values.size(), 3u);
+    EXPECT_EQ(values[0].bits(), 0u);
+    EXPECT_EQ(values[2].bits(), 1u);
+    // With the fds attached, typed reads hand them out.
+    auto view = m.view();
+    ASSERT_TRUE(view);
+    auto typed = view->read<borrowed_fd, std::uint8_t, unix_fd>();
+    ASSERT_TRUE(typed) << typed.error().message();
+    EXPECT_EQ(std::get<0>(*typed).fd, m.fds()[0].get());
+    EXPECT_TRUE(std::get<2>(*typed).valid());
+  }
+  // A writer without an fd list cannot write one.
+  detail::byte_buffer buf;
+  writer w(buf);
+  w.write(borrowed_fd{pipefd[0]});
+  EXPECT_EQ(w.err().code(), errc::not_supported);
+  ::close(pipefd[0]);
+  ::close(pipefd[1]);
+}
+
 TEST(Message, MessagesRoundTripThroughFromHeader) {
   for (byte_order o : both_orders) {
     message m = message::method_call(":1.9", "/x/y", "org.a.B", "C", o);
