@@ -492,7 +492,8 @@ class message {
     }
     unseal();
     if (body_.capacity() == 0) body_.reserve(256);
-    writer w(body_, order_, body_.size(), &fds_);
+    flat_body_.clear();
+    writer w(body_, order_, body_size(), &fds_, &borrowed_);
     fn(w);
     if (w.err()) {
       err_ = w.err().in("body being written");
@@ -525,10 +526,10 @@ class message {
     p[1] = static_cast<unsigned char>(type_);
     p[2] = flags_;
     p[3] = 1;
-    detail::store<std::uint32_t>(p + 4, static_cast<std::uint32_t>(body_.size()), swap());
+    detail::store<std::uint32_t>(p + 4, static_cast<std::uint32_t>(body_size()), swap());
     detail::store<std::uint32_t>(p + 8, serial_, swap());
     detail::store<std::uint32_t>(p + 12, static_cast<std::uint32_t>(fields_len), swap());
-    if (header_.size() + body_.size() > max_message_length) {
+    if (size() > max_message_length) {
       unseal();
       return err_ = error(errc::message_too_long, 0);
     }
@@ -538,15 +539,39 @@ class message {
 
   bool sealed() const noexcept { return sealed_; }
   std::span<const std::byte> header_bytes() const noexcept { return header_.bytes(); }
-  std::span<const std::byte> body_bytes() const noexcept { return body_.bytes(); }
-  std::size_t size() const noexcept { return header_.size() + body_.size(); }
+  // The body in one piece. A body with borrowed arrays is copied together the first time (and
+  // kept until the body changes); senders that can gather use for_each_body_part() instead.
+  std::span<const std::byte> body_bytes() const {
+    if (borrowed_.empty()) return body_.bytes();
+    if (flat_body_.empty())
+      for_each_body_part([&](std::span<const std::byte> b) { flat_body_.append(b.data(), b.size()); });
+    return flat_body_.bytes();
+  }
+  // Calls f(std::span<const std::byte>) for each piece of the body in order, without copying:
+  // the message's own bytes and the borrowed arrays (see borrowed_array), for writev()/sendmsg().
+  template <class F>
+  void for_each_body_part(F&& f) const {
+    std::size_t from = 0;
+    for (const body_segment& b : borrowed_) {
+      if (b.at > from) f(body_.bytes().subspan(from, b.at - from));
+      f(b.bytes);
+      from = b.at;
+    }
+    if (body_.size() > from || borrowed_.empty()) f(body_.bytes().subspan(from));
+  }
+  std::size_t body_size() const noexcept { return body_.size() + borrowed_size(); }
+  std::size_t size() const noexcept { return header_.size() + body_size(); }
 
   // The whole message in one buffer (a copy). Seals first.
   result<std::vector<std::byte>> to_bytes() {
     if (error e = seal()) return e;
     std::vector<std::byte> out(size());
     std::memcpy(out.data(), header_.data(), header_.size());
-    if (!body_.empty()) std::memcpy(out.data() + header_.size(), body_.data(), body_.size());
+    std::size_t at = header_.size();
+    for_each_body_part([&](std::span<const std::byte> b) {
+      if (!b.empty()) std::memcpy(out.data() + at, b.data(), b.size());
+      at += b.size();
+    });
     return out;
   }
 
@@ -554,9 +579,9 @@ class message {
   result<message_view> view() {
     if (error e = seal()) return e;
     message_view v;
-    if (error e = v.load_header(header_.bytes(), body_.size())) return e;
+    if (error e = v.load_header(header_.bytes(), body_size())) return e;
     v.header_bytes_ = header_.bytes();
-    v.body_ = body_.bytes();
+    v.body_ = body_bytes();
     fd_ints_.clear();
     for (const unix_fd& fd : fds_) fd_ints_.push_back(fd.get());
     v.fds_ = fd_ints_;
@@ -705,8 +730,16 @@ class message {
     return r.err();
   }
 
+  std::size_t borrowed_size() const noexcept {
+    std::size_t n = 0;
+    for (const body_segment& b : borrowed_) n += b.bytes.size();
+    return n;
+  }
+
   detail::byte_buffer header_;
   detail::byte_buffer body_;
+  std::vector<body_segment> borrowed_;     // arrays the body references (borrowed_array)
+  mutable detail::byte_buffer flat_body_;  // body_bytes() of a body with borrowed arrays
   std::string signature_;
   std::vector<unix_fd> fds_;
   std::vector<int> fd_ints_;

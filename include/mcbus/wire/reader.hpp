@@ -477,6 +477,8 @@ class reader {
   template <class A>
   void read_array(A& v) {
     using E = typename detail::type_info<A>::element;
+    static_assert(!std::is_same_v<A, borrowed_array<E>>,
+                  "mcbus: borrowed_array is for writing; read a std::span<const T> (no copy) instead");
     constexpr auto elem_sig = detail::type_info<E>::sig;
     const array_cursor c = open_array(elem_sig.view());
     if (err_) return;

@@ -272,6 +272,25 @@ struct dict_entry {
   friend bool operator==(const dict_entry&, const dict_entry&) = default;
 };
 
+// An array of fixed-size numbers that a message references instead of copying: appended to a
+// message, the bytes stay in the caller's memory until they go to the socket, so a large payload
+// is copied once (by the kernel) instead of twice. The memory must stay valid and unchanged until
+// the message is sent or destroyed. Marshals as aT; borrow(span) makes one. Where the bytes cannot
+// be used as they are (the other byte order, or a writer that is not writing a message body), they
+// are copied, as any array would be.
+template <class T>
+struct borrowed_array {
+  std::span<const T> items;
+  const T* data() const noexcept { return items.data(); }
+  std::size_t size() const noexcept { return items.size(); }
+  auto begin() const noexcept { return items.begin(); }
+  auto end() const noexcept { return items.end(); }
+};
+template <class T>
+borrowed_array<T> borrow(std::span<const T> items) noexcept {
+  return {items};
+}
+
 class variant;  // the dynamic variant (wire/value.hpp)
 
 namespace detail {
@@ -391,6 +410,10 @@ template <class T, std::size_t N>
 struct type_info<std::array<T, N>> : array_info<T> {};
 template <class T, std::size_t N>
 struct type_info<std::span<T, N>> : array_info<std::remove_const_t<T>> {};
+template <class T>
+struct type_info<borrowed_array<T>> : array_info<T> {
+  static_assert(trivially_wire<T>, "mcbus: only arrays of fixed-size numbers can be borrowed");
+};
 
 template <class K, class V>
 struct dict_entry_info {

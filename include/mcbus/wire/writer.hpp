@@ -18,6 +18,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <string_view>
 #include <tuple>
 #include <variant>
@@ -25,19 +26,33 @@
 
 MCBUS_NAMESPACE_BEGIN
 
+// Bytes of a message body that stay in the caller's memory (see borrowed_array): they lie, in the
+// body, just before byte `at` of the body's own buffer.
+struct body_segment {
+  std::size_t at;
+  std::span<const std::byte> bytes;
+};
+
 class writer {
  public:
   // Where an array's length goes and where its elements start; close_array() fills the length in.
   struct array_mark {
-    std::size_t length_at;
+    std::size_t length_at;  // message offsets, as in errors
     std::size_t elements_at;
-    bool nests;  // elements are containers, so they count toward the nesting limit
+    bool nests;                        // elements are containers, so they count toward the nesting limit
+    std::size_t length_in_buffer = 0;  // where the length is in the buffer (borrowed bytes are not)
   };
 
-  // base_offset is the message offset at which the buffer's current end lies.
+  // base_offset is the message offset at which the buffer's current end lies. With `borrowed`, a
+  // borrowed_array is recorded there instead of being copied into the buffer.
   explicit writer(detail::byte_buffer& out, byte_order order = native_byte_order, std::size_t base_offset = 0,
-                  std::vector<unix_fd>* fds = nullptr) noexcept
-      : out_(out), base_(base_offset - out.size()), swap_(order != native_byte_order), order_(order), fds_(fds) {}
+                  std::vector<unix_fd>* fds = nullptr, std::vector<body_segment>* borrowed = nullptr) noexcept
+      : out_(out),
+        base_(base_offset - out.size()),
+        swap_(order != native_byte_order),
+        order_(order),
+        fds_(fds),
+        borrowed_(borrowed) {}
 
   writer(const writer&) = delete;
   writer& operator=(const writer&) = delete;
@@ -151,7 +166,7 @@ class writer {
     pad_to(alignment_of_code(element_type.empty() ? 'y' : element_type[0]));
     const bool nests = element_type.empty() || !is_fixed_type_code(element_type[0]);
     if (nests) ++depth_;
-    return {length_at, position(), nests};
+    return {length_at, position(), nests, out_.size() - (position() - length_at)};
   }
   void close_array(array_mark m) {
     const std::size_t len = position() - m.elements_at;
@@ -161,7 +176,7 @@ class writer {
     }
     if (err_) return;
     if (len > max_array_length) return fail({errc::array_too_long, m.length_at});
-    detail::store<std::uint32_t>(out_.data() + (m.length_at - base_), static_cast<std::uint32_t>(len), swap_);
+    detail::store<std::uint32_t>(out_.data() + m.length_in_buffer, static_cast<std::uint32_t>(len), swap_);
   }
   void open_struct() {
     pad_to(8);
@@ -263,6 +278,15 @@ class writer {
   void write_array(const A& v) {
     using E = typename detail::type_info<A>::element;
     const array_mark m = open_array(detail::type_info<E>::sig.view());
+    if constexpr (std::is_same_v<A, borrowed_array<E>>) {
+      if (borrowed_ && !err_ && (sizeof(E) == 1 || !swap_)) {
+        const std::span<const std::byte> bytes = std::as_bytes(v.items);
+        if (!bytes.empty()) borrowed_->push_back({out_.size(), bytes});
+        base_ += bytes.size();  // the message offsets go on as if the bytes were here
+        close_array(m);
+        return;
+      }
+    }
     if constexpr (detail::trivially_wire<E> && requires { v.data(); }) {
       // Fixed-size elements in native order are a single copy.
       if (!swap_ && !err_) {
@@ -282,6 +306,7 @@ class writer {
   byte_order order_;
   unsigned depth_ = 0;
   std::vector<unix_fd>* fds_;
+  std::vector<body_segment>* borrowed_;
   error err_;
 };
 
