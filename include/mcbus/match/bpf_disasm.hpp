@@ -49,7 +49,7 @@ inline std::string bpf_insn_to_string(const bpf_insn& i, std::size_t n) {
       const bool is_x = cls(i.code) == ldx;
       op = is_x ? "ldx" : "ld";
       switch (mode(i.code)) {
-        case abs: op += sz, arg = "[" + dec(i.k) + "]"; break;
+        case abs_: op += sz, arg = "[" + dec(i.k) + "]"; break;
         case ind: op += sz, arg = "[x + " + dec(i.k) + "]"; break;
         case len: arg = "#pktlen"; break;
         case imm: arg = "#" + hex(i.k); break;

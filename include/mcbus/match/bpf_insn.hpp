@@ -29,9 +29,9 @@ inline constexpr std::uint16_t ld = 0x00, ldx = 0x01, st = 0x02, stx = 0x03, alu
 // load sizes
 inline constexpr std::uint16_t w = 0x00, h = 0x08, b = 0x10;
 // load modes
-inline constexpr std::uint16_t imm = 0x00, abs = 0x20, ind = 0x40, mem = 0x60, len = 0x80, msh = 0xa0;
+inline constexpr std::uint16_t imm = 0x00, abs_ = 0x20, ind = 0x40, mem = 0x60, len = 0x80, msh = 0xa0;
 // ALU operations
-inline constexpr std::uint16_t add = 0x00, sub = 0x10, mul = 0x20, div = 0x30, or_ = 0x40, and_ = 0x50, lsh = 0x60,
+inline constexpr std::uint16_t add = 0x00, sub = 0x10, mul = 0x20, div_ = 0x30, or_ = 0x40, and_ = 0x50, lsh = 0x60,
                                rsh = 0x70, neg = 0x80, mod = 0x90, xor_ = 0xa0;
 // jumps
 inline constexpr std::uint16_t ja = 0x00, jeq = 0x10, jgt = 0x20, jge = 0x30, jset = 0x40;
@@ -79,7 +79,7 @@ constexpr std::size_t bpf_kernel_bytes(std::span<const bpf_insn> prog) noexcept 
   bool loads = false;
   for (const bpf_insn& i : prog) {
     const std::uint16_t c = i.code;
-    if (cls(c) == ld && (mode(c) == abs || mode(c) == ind)) {
+    if (cls(c) == ld && (mode(c) == abs_ || mode(c) == ind)) {
       loads = true;
       const bool indirect = mode(c) == ind;
       n += 8;  // helper call: 3 argument moves, the offset, call, check, clear, exit
@@ -98,7 +98,7 @@ constexpr std::size_t bpf_kernel_bytes(std::span<const bpf_insn> prog) noexcept 
       n += one ? 1 : 2;
     } else if (c == (ret | k)) {
       n += 2;
-    } else if (c == (alu | div | x) || c == (alu | mod | x)) {
+    } else if (c == (alu | div_ | x) || c == (alu | mod | x)) {
       n += 5;
     } else {
       n += 1;

@@ -31,8 +31,8 @@ constexpr bool code_allowed(std::uint16_t c) noexcept {
     case alu | sub | x:
     case alu | mul | k:
     case alu | mul | x:
-    case alu | div | k:
-    case alu | div | x:
+    case alu | div_ | k:
+    case alu | div_ | x:
     case alu | mod | k:
     case alu | mod | x:
     case alu | and_ | k:
@@ -46,9 +46,9 @@ constexpr bool code_allowed(std::uint16_t c) noexcept {
     case alu | rsh | k:
     case alu | rsh | x:
     case alu | neg:
-    case ld | w | abs:
-    case ld | h | abs:
-    case ld | b | abs:
+    case ld | w | abs_:
+    case ld | h | abs_:
+    case ld | b | abs_:
     case ld | w | len:
     case ld | w | ind:
     case ld | h | ind:
@@ -90,7 +90,7 @@ inline error validate_bpf(std::span<const bpf_insn> prog) {
     const bpf_insn& i = prog[pc];
     if (!detail::bpfvm::code_allowed(i.code)) return {errc::bpf_invalid, pc, "unknown opcode"};
     switch (i.code) {
-      case alu | div | k:
+      case alu | div_ | k:
       case alu | mod | k:
         if (i.k == 0) return {errc::bpf_invalid, pc, "division by the constant 0"};
         break;
@@ -107,9 +107,9 @@ inline error validate_bpf(std::span<const bpf_insn> prog) {
       case jmp | ja:
         if (i.k >= n - pc - 1) return {errc::bpf_invalid, pc, "jump beyond the program"};
         break;
-      case ld | w | abs:
-      case ld | h | abs:
-      case ld | b | abs:
+      case ld | w | abs_:
+      case ld | h | abs_:
+      case ld | b | abs_:
         if (i.k >= ll_off) return {errc::not_supported, pc, "ancillary or negative-offset load"};
         break;
       default:
@@ -165,15 +165,15 @@ inline std::uint32_t run_bpf(std::span<const bpf_insn> prog, std::span<const std
   for (;;) {
     const bpf_insn i = *pc++;
     switch (i.code) {
-      case ld | w | abs:
+      case ld | w | abs_:
         if (!fits(i.k, 4)) return 0;
         A = detail::bpfvm::load_be(data + i.k, 4);
         break;
-      case ld | h | abs:
+      case ld | h | abs_:
         if (!fits(i.k, 2)) return 0;
         A = detail::bpfvm::load_be(data + i.k, 2);
         break;
-      case ld | b | abs:
+      case ld | b | abs_:
         if (!fits(i.k, 1)) return 0;
         A = data[i.k];
         break;
@@ -204,8 +204,8 @@ inline std::uint32_t run_bpf(std::span<const bpf_insn> prog, std::span<const std
       case alu | sub | x: A -= X; break;
       case alu | mul | k: A *= i.k; break;
       case alu | mul | x: A *= X; break;
-      case alu | div | k: A /= i.k; break;
-      case alu | div | x:
+      case alu | div_ | k: A /= i.k; break;
+      case alu | div_ | x:
         if (X == 0) return 0;
         A /= X;
         break;

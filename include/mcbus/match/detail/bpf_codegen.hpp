@@ -37,7 +37,7 @@ namespace detail::bpfgen {
 
 namespace op {
 using namespace ::mcbus::bpf;
-inline constexpr std::uint16_t ldb_abs = ld | b | abs, ldw_abs = ld | w | abs;
+inline constexpr std::uint16_t ldb_abs = ld | b | abs_, ldw_abs = ld | w | abs_;
 inline constexpr std::uint16_t ldw_ind = ld | w | ind, ldh_ind = ld | h | ind, ldb_ind = ld | b | ind;
 inline constexpr std::uint16_t ld_imm = ld | imm, ldx_imm = ldx | imm, ld_mem = ld | mem, ldx_mem = ldx | mem;
 inline constexpr std::uint16_t st_mem = st, stx_mem = stx;
