@@ -46,6 +46,15 @@ raw_message valid_signal() {
   return m;
 }
 
+// The rules hold in both byte orders, at the same offsets: these tests run once for each.
+class MessageRules : public ::testing::TestWithParam<byte_order> {
+ protected:
+  void SetUp() override { wire_test::raw_order() = GetParam(); }
+  void TearDown() override { wire_test::raw_order() = native_byte_order; }
+};
+INSTANTIATE_TEST_SUITE_P(BothOrders, MessageRules, ::testing::Values(byte_order::little, byte_order::big),
+                         [](const auto& info) { return info.param == byte_order::little ? "little" : "big"; });
+
 TEST(Message, BuildsAndParsesEveryType) {
   for (byte_order o : both_orders) {
     SCOPED_TRACE(o == byte_order::little ? "little" : "big");
@@ -149,7 +158,7 @@ TEST(Message, RawBuilderMakesValidMessages) {
   }
 }
 
-TEST(Message, FixedHeader) {
+TEST_P(MessageRules, FixedHeader) {
   raw_message m = valid_signal();
   m.endian_byte = 'X';
   expect_parse_error(m.build(), errc::bad_endian, 0);
@@ -173,7 +182,7 @@ TEST(Message, FixedHeader) {
   expect_parse_ok(m.build());
 }
 
-TEST(Message, Framing) {
+TEST_P(MessageRules, Framing) {
   const bytes b = valid_signal().build();
   auto len = message_length(std::span(b).first(16));
   ASSERT_TRUE(len);
@@ -234,7 +243,7 @@ TEST(Message, SealRefusesMessagesOver128MiB) {
   ::munmap(mem, n);
 }
 
-TEST(Message, HeaderFieldCodesAndTypes) {
+TEST_P(MessageRules, HeaderFieldCodesAndTypes) {
   raw_message m = valid_signal();
   // Field code 0 is invalid (reported at the field's struct).
   m.fields = [](writer& w) {
@@ -287,7 +296,7 @@ TEST(Message, HeaderFieldCodesAndTypes) {
   expect_parse_error(m.build(), errc::bad_utf8, 80);
 }
 
-TEST(Message, RequiredFieldsPerType) {
+TEST_P(MessageRules, RequiredFieldsPerType) {
   struct required_case {
     std::uint8_t type;
     std::vector<std::uint8_t> fields;  // the fields present
@@ -320,13 +329,13 @@ TEST(Message, RequiredFieldsPerType) {
       EXPECT_EQ(v.error().code(), errc::missing_header_field);
       // Reported at the end of the field array.
       const std::uint32_t fields_len = detail::load<std::uint32_t>(
-          reinterpret_cast<const unsigned char*>(b.data()) + 12, false);  // raw_message writes in native order
+          reinterpret_cast<const unsigned char*>(b.data()) + 12, GetParam() != native_byte_order);
       EXPECT_EQ(v.error().offset(), 16u + fields_len);
     }
   }
 }
 
-TEST(Message, HeaderFieldValues) {
+TEST_P(MessageRules, HeaderFieldValues) {
   struct value_case {
     std::uint8_t code;
     std::string text;
@@ -413,7 +422,7 @@ TEST(Message, HeaderFieldValues) {
   expect_parse_error(m.build(), errc::string_has_nul, 80 + 3);
 }
 
-TEST(Message, PaddingAfterTheHeaderFields) {
+TEST_P(MessageRules, PaddingAfterTheHeaderFields) {
   bytes b = valid_signal().build();
   ASSERT_EQ(b.size(), 72u);
   b[68] = std::byte{1};  // fields end at 66; 66..71 is padding
@@ -424,7 +433,7 @@ TEST(Message, PaddingAfterTheHeaderFields) {
   expect_parse_error(b, errc::bad_padding, 30);
 }
 
-TEST(Message, BodyRules) {
+TEST_P(MessageRules, BodyRules) {
   auto with_body = [](std::string sig, std::function<void(writer&)> body) {
     raw_message m = valid_signal();
     m.fields = [sig](writer& w) {
@@ -479,7 +488,7 @@ TEST(Message, BodyRules) {
                      errc::array_length_mismatch, 80);
 }
 
-TEST(Message, BodyNestingIncludesVariants) {
+TEST_P(MessageRules, BodyNestingIncludesVariants) {
   auto variants = [](unsigned n) {
     raw_message m = valid_signal();
     m.fields = [](writer& w) {
@@ -498,7 +507,7 @@ TEST(Message, BodyNestingIncludesVariants) {
   expect_parse_error(variants(65), errc::nesting_too_deep, 80 + 64 * 3);
 }
 
-TEST(Message, HeaderNestingIncludesTheFieldArray) {
+TEST_P(MessageRules, HeaderNestingIncludesTheFieldArray) {
   // a(yv): the array, the struct and the variant are three levels; 61 more variants fit.
   auto deep_field = [](unsigned inner_variants) {
     raw_message m = valid_signal();
@@ -517,7 +526,7 @@ TEST(Message, HeaderNestingIncludesTheFieldArray) {
   expect_parse_error(deep_field(62), errc::nesting_too_deep, 76 + 61 * 3);
 }
 
-TEST(Message, FdIndexes) {
+TEST_P(MessageRules, FdIndexes) {
   auto with_fd = [](std::int64_t unix_fds, std::uint32_t index) {
     raw_message m = valid_signal();
     m.fields = [unix_fds](writer& w) {

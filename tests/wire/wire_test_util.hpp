@@ -30,11 +30,17 @@ inline std::span<const std::byte> as_bytes(const std::vector<unsigned char>& v) 
   return {reinterpret_cast<const std::byte*>(v.data()), v.size()};
 }
 
+// The byte order raw_message uses unless told otherwise; byte-order-parametrized tests set it.
+inline mcbus::byte_order& raw_order() {
+  static mcbus::byte_order order = mcbus::native_byte_order;
+  return order;
+}
+
 // Builds a message byte by byte. fields() writes the content of the header field array (the
 // structs, without the array length), body() the body; the fixed header is filled in from the
 // other members. Offsets recorded by the callbacks are message offsets.
 struct raw_message {
-  mcbus::byte_order order = mcbus::native_byte_order;
+  mcbus::byte_order order = raw_order();
   std::uint8_t endian_byte = 0;  // 0: from `order`
   std::uint8_t type = 1;
   std::uint8_t flags = 0;
