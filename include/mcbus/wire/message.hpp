@@ -491,7 +491,7 @@ class message {
       return *this;
     }
     unseal();
-    if (body_.capacity() == 0) body_.reserve(256);
+    if (body_.capacity() == 0) body_.reserve(512);
     flat_body_.clear();
     writer w(body_, order_, body_size(), &fds_, &borrowed_);
     fn(w);

@@ -334,7 +334,7 @@ class reader {
 
   // utf8: check the content (untrusted readers only); callers that validate the string more
   // strictly afterwards pass false and call check_utf8() only when that validation fails.
-  std::string_view take_string(std::size_t len, bool utf8 = true) noexcept {
+  MCBUS_ALWAYS_INLINE std::string_view take_string(std::size_t len, bool utf8 = true) noexcept {
     if (err_) return {};
     if (MCBUS_UNLIKELY(len >= end_ - pos_)) {  // needs len bytes plus the NUL
       fail(errc::truncated, "string runs past the end");
@@ -372,9 +372,9 @@ class reader {
       fail(errc::truncated);
       return false;
     }
-    if (!trusted_) {
+    if (!trusted_ && !padding_is_zero(pad)) {
       for (std::size_t i = pos_; i < pos_ + pad; ++i) {
-        if (MCBUS_UNLIKELY(data_[i] != 0)) {
+        if (data_[i] != 0) {
           fail_at(errc::bad_padding, i);
           return false;
         }
@@ -383,95 +383,82 @@ class reader {
     pos_ += pad;
     return true;
   }
+  // Whether the pad bytes at pos_ are zero: one masked word when 8 bytes may be loaded.
+  bool padding_is_zero(std::size_t pad) const noexcept {
+    if (end_ - pos_ < 8) {
+      for (std::size_t i = pos_; i < pos_ + pad; ++i) {
+        if (data_[i] != 0) return false;
+      }
+      return true;
+    }
+    std::uint64_t w;
+    std::memcpy(&w, data_ + pos_, 8);
+    const std::uint64_t mask = std::endian::native == std::endian::little ? ~std::uint64_t{0} >> (8 * (8 - pad))
+                                                                          : ~std::uint64_t{0} << (8 * (8 - pad));
+    return (w & mask) == 0;
+  }
 
+  // One complete value. Basic types are handled here; containers go to functions of their own, so
+  // that this one stays small and its calls cheap: it runs for every value of an untrusted body.
   void skip_one(std::string_view sig, std::size_t& i) noexcept {
-    if (err_) return;
-    const char c = sig[i];
-    switch (c) {
-      case 'y':
-        get_fixed<std::uint8_t>();
-        ++i;
-        return;
-      case 'b':
-        get_bool();
-        ++i;
-        return;
+    if (MCBUS_UNLIKELY(err_)) return;
+    switch (sig[i++]) {
+      case 'y': get_fixed<std::uint8_t>(); return;
+      case 'b': get_bool(); return;
       case 'n':
-      case 'q':
-        get_fixed<std::uint16_t>();
-        ++i;
-        return;
+      case 'q': get_fixed<std::uint16_t>(); return;
       case 'i':
-      case 'u':
-        get_fixed<std::uint32_t>();
-        ++i;
-        return;
-      case 'h':
-        get_fd_index();
-        ++i;
-        return;
+      case 'u': get_fixed<std::uint32_t>(); return;
+      case 'h': get_fd_index(); return;
       case 'x':
       case 't':
-      case 'd':
-        get_fixed<std::uint64_t>();
-        ++i;
-        return;
-      case 's':
-        get_string();
-        ++i;
-        return;
-      case 'o':
-        get_object_path();
-        ++i;
-        return;
-      case 'g':
-        get_signature();
-        ++i;
-        return;
-      case 'v': {
-        const signature_view inner = open_variant();
-        if (!err_) skip(inner.str());
-        close_variant();
-        ++i;
-        return;
-      }
-      case 'a': {
-        const std::size_t elem_at = i + 1;
-        const std::size_t elem_len = complete_type_length(sig, elem_at);
-        const std::string_view elem = sig.substr(elem_at, elem_len);
-        const array_cursor a = open_array(elem);
-        i = elem_at + elem_len;
-        if (err_) return;
-        if (is_fixed_type_code(elem[0])) {
-          if (elem[0] == 'b' && !trusted_) {
-            while (in_array(a)) get_bool();
-          } else if (elem[0] == 'h' && !trusted_ && check_fds_) {
-            while (in_array(a)) get_fd_index();
-          } else {
-            pos_ = a.end;
-          }
-        } else if (elem.size() == 1 && elem[0] == 's') {
-          while (in_array(a)) get_string();  // as: common enough for its own loop
-        } else {
-          while (in_array(a)) {
-            std::size_t k = 0;
-            skip_one(elem, k);
-          }
-        }
-        close_array(a);
-        return;
-      }
+      case 'd': get_fixed<std::uint64_t>(); return;
+      case 's': get_string(); return;
+      case 'o': get_object_path(); return;
+      case 'g': get_signature(); return;
+      case 'v': skip_variant(); return;
+      case 'a': skip_array(sig, i); return;
       case '(':
-      case '{': {
-        open_struct();
-        ++i;
-        while (!err_ && sig[i] != ')' && sig[i] != '}') skip_one(sig, i);
-        ++i;
-        close_struct();
-        return;
-      }
+      case '{': skip_struct(sig, i); return;
       default: fail(errc::bad_signature, "reader met an invalid type code"); return;
     }
+  }
+  void skip_variant() noexcept {
+    const signature_view inner = open_variant();
+    if (!err_) skip(inner.str());
+    close_variant();
+  }
+  // i is just past the 'a'.
+  void skip_array(std::string_view sig, std::size_t& i) noexcept {
+    const std::size_t elem_len = complete_type_length(sig, i);
+    const std::string_view elem = sig.substr(i, elem_len);
+    const array_cursor a = open_array(elem);
+    i += elem_len;
+    if (err_) return;
+    if (is_fixed_type_code(elem[0])) {
+      if (elem[0] == 'b' && !trusted_) {
+        while (in_array(a)) get_bool();
+      } else if (elem[0] == 'h' && !trusted_ && check_fds_) {
+        while (in_array(a)) get_fd_index();
+      } else {
+        pos_ = a.end;
+      }
+    } else if (elem.size() == 1 && elem[0] == 's') {
+      while (in_array(a)) get_string();  // as: common enough for its own loop
+    } else {
+      while (in_array(a)) {
+        std::size_t k = 0;
+        skip_one(elem, k);
+      }
+    }
+    close_array(a);
+  }
+  // i is just past the '(' or '{'.
+  void skip_struct(std::string_view sig, std::size_t& i) noexcept {
+    open_struct();
+    while (!err_ && sig[i] != ')' && sig[i] != '}') skip_one(sig, i);
+    ++i;
+    close_struct();
   }
 
   template <class A>

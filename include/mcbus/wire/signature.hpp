@@ -50,50 +50,40 @@ inline constexpr char dict_begin = '{';
 inline constexpr char dict_end = '}';
 }  // namespace type_code
 
-constexpr bool is_basic_type_code(char c) noexcept {
-  switch (c) {
-    case 'y':
-    case 'b':
-    case 'n':
-    case 'q':
-    case 'i':
-    case 'u':
-    case 'x':
-    case 't':
-    case 'd':
-    case 's':
-    case 'o':
-    case 'g':
-    case 'h': return true;
-    default: return false;
-  }
-}
+namespace detail {
+// What the codec needs to know of each type code, looked up in one load: the readers and writers
+// ask it for every value.
+struct code_traits {
+  std::uint8_t alignment = 0;  // 0: not a type code that starts a complete type
+  bool basic = false;
+  bool fixed = false;  // basic and of fixed size: its wire size equals its alignment
+};
+inline constexpr auto code_table = [] {
+  std::array<code_traits, 256> t{};
+  auto set = [&](char c, std::uint8_t alignment, bool basic, bool fixed) {
+    t[static_cast<unsigned char>(c)] = {alignment, basic, fixed};
+  };
+  for (char c : {'y'}) set(c, 1, true, true);
+  for (char c : {'n', 'q'}) set(c, 2, true, true);
+  for (char c : {'b', 'i', 'u', 'h'}) set(c, 4, true, true);
+  for (char c : {'x', 't', 'd'}) set(c, 8, true, true);
+  for (char c : {'s', 'o'}) set(c, 4, true, false);
+  set('g', 1, true, false);
+  set('v', 1, false, false);
+  set('a', 4, false, false);
+  for (char c : {'(', '{'}) set(c, 8, false, false);
+  return t;
+}();
+}  // namespace detail
+
+constexpr bool is_basic_type_code(char c) noexcept { return detail::code_table[static_cast<unsigned char>(c)].basic; }
 
 // Fixed-size basic types: their wire size equals their alignment.
-constexpr bool is_fixed_type_code(char c) noexcept { return is_basic_type_code(c) && c != 's' && c != 'o' && c != 'g'; }
+constexpr bool is_fixed_type_code(char c) noexcept { return detail::code_table[static_cast<unsigned char>(c)].fixed; }
 
 // Alignment of a type from its first code; 0 for an invalid code.
 constexpr std::size_t alignment_of_code(char c) noexcept {
-  switch (c) {
-    case 'y':
-    case 'g':
-    case 'v': return 1;
-    case 'n':
-    case 'q': return 2;
-    case 'b':
-    case 'i':
-    case 'u':
-    case 'h':
-    case 's':
-    case 'o':
-    case 'a': return 4;
-    case 'x':
-    case 't':
-    case 'd':
-    case '(':
-    case '{': return 8;
-    default: return 0;
-  }
+  return detail::code_table[static_cast<unsigned char>(c)].alignment;
 }
 
 namespace detail {

@@ -93,7 +93,7 @@ class writer {
     const std::size_t pos = position();
     const std::size_t pad = (sizeof(U) - (pos & (sizeof(U) - 1))) & (sizeof(U) - 1);
     unsigned char* p = out_.extend(pad + sizeof(U));
-    for (std::size_t i = 0; i < pad; ++i) p[i] = 0;
+    detail::store<U>(p, U{0}, false);  // the padding (shorter than U), and what the value overwrites
     detail::store<U>(p + pad, bits, swap_);
   }
 
@@ -128,7 +128,7 @@ class writer {
     // Padding, length, text and NUL in one extend().
     const std::size_t pad = (0 - position()) & 3;
     unsigned char* p = out_.extend(pad + 4 + s.size() + 1);
-    for (std::size_t i = 0; i < pad; ++i) p[i] = 0;
+    detail::store<std::uint32_t>(p, 0, false);  // the padding (at most 3 bytes)
     detail::store<std::uint32_t>(p + pad, static_cast<std::uint32_t>(s.size()), swap_);
     if (!s.empty()) std::memcpy(p + pad + 4, s.data(), s.size());  // an empty view may hold nullptr
     p[pad + 4 + s.size()] = 0;
@@ -136,6 +136,12 @@ class writer {
   void put_short_string(std::string_view s) {
     if (err_) return;
     unsigned char* p = out_.extend(s.size() + 2);
+    if (s.size() == 1) {  // most variant and header field signatures: no memcpy call
+      p[0] = 1;
+      p[1] = static_cast<unsigned char>(s[0]);
+      p[2] = 0;
+      return;
+    }
     p[0] = static_cast<unsigned char>(s.size());
     if (!s.empty()) std::memcpy(p + 1, s.data(), s.size());  // an empty view may hold nullptr
     p[s.size() + 1] = 0;
