@@ -23,7 +23,9 @@
 #include <sys/mman.h>
 
 #include <cerrno>
+#include <deque>
 #include <memory>
+#include <utility>
 
 MCBUS_NAMESPACE_BEGIN
 
@@ -53,8 +55,9 @@ class uring_transport {
     uring_transport t;
     t.state_ = std::make_unique<state>();
     state& s = *t.state_;
-    int r = io_uring_queue_init(ring_entries, &s.ring, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN);
-    if (r == -EINVAL) r = io_uring_queue_init(ring_entries, &s.ring, 0);  // kernels before 6.0
+    // No IORING_SETUP_SINGLE_ISSUER: a connection may be opened on one thread and run on another.
+    int r = io_uring_queue_init(ring_entries, &s.ring, IORING_SETUP_COOP_TASKRUN);
+    if (r == -EINVAL) r = io_uring_queue_init(ring_entries, &s.ring, 0);  // kernels before 5.19
     if (r < 0) {
       t.state_.reset();
       return error::from_errno(-r, "io_uring_queue_init");
@@ -75,7 +78,11 @@ class uring_transport {
   bool uses_buffer_ring() const noexcept { return state_->buf_ring != nullptr; }
   void enqueue(message&& m) { state_->out.push(std::move(m)); }
 
+  // Starts the next send without waiting. A send that completed since the last wait is reaped
+  // first, so that messages sent outside the loop still go out one after another; receive
+  // completions met on the way are kept for the next wait().
   error flush() {
+    if (error e = reap_sends()) return e;
     prepare_send();
     const int r = io_uring_submit(&state_->ring);
     return r < 0 && r != -EBUSY && r != -EAGAIN ? error::from_errno(-r, "io_uring_submit") : error();
@@ -84,6 +91,12 @@ class uring_transport {
   template <class Sink>
   error wait(int timeout_ms, Sink&& sink) {
     state& s = *state_;
+    while (!s.stashed.empty()) {
+      const auto [res, flags] = s.stashed.front();
+      s.stashed.pop_front();
+      if (error e = on_received(res, flags, sink)) return e;
+      timeout_ms = 0;  // there was input: do not block before the caller has seen it
+    }
     arm_receive();
     prepare_send();
     io_uring_cqe* cqe = nullptr;
@@ -125,6 +138,7 @@ class uring_transport {
     msghdr send_mh{};
     received_fds fds;
     bool eof = false;
+    std::deque<std::pair<int, unsigned>> stashed;  // receive completions reaped by flush()
   };
 
   uring_transport() = default;
@@ -236,6 +250,25 @@ class uring_transport {
       }
     }
     if (!result && s.eof) result = error(errc::disconnected, error::no_offset, "peer closed the connection");
+    return result;
+  }
+
+  error reap_sends() {
+    state& s = *state_;
+    error result;
+    io_uring_cqe* cqe;
+    while (s.send_in_flight && io_uring_peek_cqe(&s.ring, &cqe) == 0) {
+      const std::uint64_t tag = io_uring_cqe_get_data64(cqe);
+      const int res = cqe->res;
+      const unsigned flags = cqe->flags;
+      io_uring_cqe_seen(&s.ring, cqe);
+      if (tag == tag_send) {
+        if (error e = on_sent(res)) result = e;
+      } else if (tag == tag_recv) {
+        s.stashed.emplace_back(res, flags);
+        if (!(flags & IORING_CQE_F_MORE)) s.recv_armed = false;
+      }
+    }
     return result;
   }
 
