@@ -127,14 +127,14 @@ template <class T>
 struct is_call_result : std::false_type {};
 template <class T>
 struct is_call_result<result<T, call_error>> : std::true_type {
-  using value = T;
+  using value_type = T;
 };
 
 // The out signature of a handler's return type.
 template <class R>
 constexpr std::string_view out_signature() {
   if constexpr (is_call_result<R>::value) {
-    return out_signature<typename is_call_result<R>::value>();
+    return out_signature<typename is_call_result<R>::value_type>();
   } else if constexpr (std::is_void_v<R>) {
     return "";
   } else if constexpr (is_tuple<R>::value) {
@@ -252,7 +252,7 @@ class object_builder {
         R r = run();
         if (call.deferred()) return;
         if (!r) return reply_error(msg, send, r.error());
-        if constexpr (std::is_void_v<typename detail::is_call_result<R>::value>) {
+        if constexpr (std::is_void_v<typename detail::is_call_result<R>::value_type>) {
           reply_values(msg, send);
         } else {
           reply_values(msg, send, *r);
