@@ -86,6 +86,7 @@ class emitter {
     accept_ = a.label();
     reject_ = a.label();
     prologue();
+    type_prefilter();
     header_walk();
     for (unsigned f = 0; f < 5; ++f) field_ids(f);
     header_rules();
@@ -282,6 +283,27 @@ class emitter {
     a.op(op::ldx_imm, 16);
   }
 
+  // When every rule names a message type, a message of another type is dropped before the walk.
+  constexpr void type_prefilter() {
+    std::uint8_t types[5] = {};
+    std::size_t n = 0;
+    for (const rule_plan& r : p_.rules) {
+      if (!r.live) continue;
+      if (!r.has_type) return;
+      bool seen = false;
+      for (std::size_t i = 0; i < n; ++i) seen = seen || types[i] == r.type;
+      if (!seen) types[n++] = r.type;
+    }
+    if (n == 0) return;
+    const int go = a.label();
+    const int drop = a.label();
+    a.op(op::ldb_abs, 1);
+    for (std::size_t i = 0; i < n; ++i) a.jump(op::jeq_k, types[i], go, i + 1 == n ? drop : bpf_assembler::next);
+    a.bind(drop);
+    a.op(op::ret_k, bpf::reject);
+    a.bind(go);
+  }
+
   // ---- header walk ----------------------------------------------------------------------------
   constexpr void header_walk() {
     const int done = a.label();
@@ -302,17 +324,17 @@ class emitter {
       // top byte, a u32. Loading it once here saves a load per field.
       a.op(op::ldw_ind, 4);
       st(s_.tmp);
-      a.op(op::ldb_ind, 0);  // the field code
-      a.jump(op::jeq_k, 8, sig, bpf_assembler::next);
-      a.jump(op::jeq_k, 5, u32, bpf_assembler::next);
-      a.jump(op::jeq_k, 9, u32, bpf_assembler::next);
-      a.jump(op::jgt_k, 9, accept, bpf_assembler::next);  // unknown field: its type is unknown
+      a.op(op::ldb_ind, 0);  // the field code; the fields the rules test come first
       int stores[5] = {};
       for (unsigned f = 0; f < 5; ++f) {
         if (s_.field[f] == slots::none) continue;
         stores[f] = a.label();
         a.jump(op::jeq_k, field_code[f], stores[f], bpf_assembler::next);
       }
+      a.jump(op::jeq_k, 8, sig, bpf_assembler::next);
+      a.jump(op::jeq_k, 5, u32, bpf_assembler::next);
+      a.jump(op::jeq_k, 9, u32, bpf_assembler::next);
+      a.jump(op::jgt_k, 9, accept, bpf_assembler::next);  // unknown field: its type is unknown
       a.ja(str);
       for (unsigned f = 0; f < 5; ++f) {
         if (s_.field[f] == slots::none) continue;

@@ -8,6 +8,7 @@
 #include <mcbus/config.hpp>
 
 #include <cstddef>
+#include <cstdlib>
 #include <utility>
 
 MCBUS_NAMESPACE_BEGIN
@@ -37,8 +38,12 @@ class cvec {
   }
   constexpr void pop_back() noexcept { --n_; }
   constexpr void clear() noexcept { n_ = 0; }
+  // The compiler's arrays stay far below this; the bound also tells the optimizer so.
+  static constexpr std::size_t max_elements = std::size_t{1} << 24;
+
   constexpr void reserve(std::size_t cap) {
     if (cap <= cap_) return;
+    if (cap > max_elements) std::abort();
     T* q = new T[cap]{};
     for (std::size_t i = 0; i < n_; ++i) q[i] = std::move(p_[i]);
     delete[] p_;
@@ -46,6 +51,7 @@ class cvec {
     cap_ = cap;
   }
   constexpr void resize(std::size_t n, const T& fill = T{}) {
+    if (n > max_elements) std::abort();
     reserve(n);
     for (std::size_t i = n_; i < n; ++i) p_[i] = fill;
     n_ = n;
