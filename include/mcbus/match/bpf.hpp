@@ -70,7 +70,67 @@ constexpr void single(output& out, std::uint32_t verdict, bool exact) {
   out.exact = exact;
 }
 
-// The widening ladder: each rung drops more, until the program fits. The last is "accept all".
+// The rungs of the widening ladder, each dropping more than the one before: a shorter field walk
+// (nothing is lost for messages of up to 7 header fields), shorter comparisons of constants, fewer
+// body arguments, then whole keys. Past the last rung the program accepts everything.
+constexpr level ladder_rung(unsigned rung, unsigned args) {
+  level lv;
+  lv.max_args = args;
+  if (rung == 0) return lv;
+  lv.header_fields = 7;
+  constexpr unsigned chunk_caps[] = {1024, 16, 8, 4, 2, 1, 0};
+  if (rung < 1 + std::size(chunk_caps)) {
+    lv.chunks = chunk_caps[rung - 1];
+    return lv;
+  }
+  lv.chunks = 0;
+  rung -= 1 + static_cast<unsigned>(std::size(chunk_caps));
+  if (rung < args) {
+    lv.max_args = args - 1 - rung;
+    return lv;
+  }
+  lv.max_args = 0;
+  rung -= args;
+  bool* keys[] = {&lv.bits, &lv.path, &lv.member, &lv.sender, &lv.interface, &lv.destination};
+  for (unsigned k = 0; k <= rung && k < std::size(keys); ++k) *keys[k] = false;
+  return lv;
+}
+constexpr unsigned ladder_rungs(unsigned args) { return 1 + 7 + args + 6; }
+
+enum class attempt { fits, too_big, done };
+
+// Compiles at one rung: `done` when the program is trivial (no rule can match, or one takes all).
+constexpr attempt compile_at(std::span<const match_rule> rules, const plan_options& po, const level& lv,
+                             std::size_t limit, std::size_t kernel_limit, output& out) {
+  plan p;
+  build_plan(p, rules, po, lv);
+  bool any_live = false;
+  for (const rule_plan& r : p.rules) any_live = any_live || r.live;
+  if (!any_live || p.accept_all) {
+    single(out, any_live ? bpf::accept : bpf::reject, p.exact);
+    return attempt::done;
+  }
+  emitter e(p);
+  if (!e.emit() || !e.a.finish(out.insns, limit)) return attempt::too_big;
+  if (kernel_limit && bpf_kernel_bytes(std::span<const bpf_insn>(out.insns.data(), out.insns.size())) > kernel_limit) {
+    return attempt::too_big;
+  }
+  out.exact = p.exact;
+  out.walked_args = p.walked_args;
+  out.header_fields = p.header_fields;
+  out.wk_split = p.wk_split;
+  out.tested_args = 0;
+  for (unsigned i = 0; i < p.walked_args; ++i) {
+    if (p.arg_has_checks(i)) out.tested_args = static_cast<std::uint8_t>(out.tested_args | (1u << i));
+  }
+  out.dest_tested = false;
+  for (const rule_plan& r : p.rules) out.dest_tested = out.dest_tested || (r.live && r.check_dest);
+  out.dest_consts = p.destination.values;
+  return attempt::fits;
+}
+
+// The first rung whose program fits: rung 0 first (most rule sets fit whole), then a binary search
+// over the rest, which shrink as they go, so that a large rule set costs a handful of compiles.
 constexpr bool compile(std::span<const match_rule> rules, const plan_options& po, std::size_t limit,
                        std::size_t kernel_limit, unsigned max_args, output& out) {
   if (limit == 0) return false;
@@ -78,65 +138,30 @@ constexpr bool compile(std::span<const match_rule> rules, const plan_options& po
     single(out, bpf::reject, true);
     return true;
   }
-  level lv;
-  lv.max_args = max_args < 8 ? max_args : 8;
+  unsigned args = max_args < 8 ? max_args : 8;
   unsigned wanted = 0;
   for (const match_rule& r : rules) {
     for (std::size_t i = 0; i < r.arg_count(); ++i) wanted = r.arg(i).index + 1 > wanted ? r.arg(i).index + 1 : wanted;
   }
-  if (lv.max_args > wanted) lv.max_args = wanted;
-  for (int rung = 0;; ++rung) {
-    plan p;
-    build_plan(p, rules, po, lv);
-    bool any_live = false;
-    for (const rule_plan& r : p.rules) any_live = any_live || r.live;
-    if (!any_live) {
-      single(out, bpf::reject, p.exact);
-      return true;
-    }
-    if (p.accept_all) {
-      single(out, bpf::accept, p.exact);
-      return true;
-    }
-    emitter e(p);
-    if (e.emit() && e.a.finish(out.insns, limit) &&
-        (kernel_limit == 0 ||
-         bpf_kernel_bytes(std::span<const bpf_insn>(out.insns.data(), out.insns.size())) <= kernel_limit)) {
-      out.exact = p.exact;
-      out.walked_args = p.walked_args;
-      out.header_fields = p.header_fields;
-      out.wk_split = p.wk_split;
-      out.tested_args = 0;
-      for (unsigned i = 0; i < p.walked_args; ++i) {
-        if (p.arg_has_checks(i)) out.tested_args = static_cast<std::uint8_t>(out.tested_args | (1u << i));
-      }
-      out.dest_tested = false;
-      for (const rule_plan& r : p.rules) out.dest_tested = out.dest_tested || (r.live && r.check_dest);
-      out.dest_consts = p.destination.values;
-      return true;
-    }
-    // Next rung.
-    if (lv.max_args > 0) {
-      --lv.max_args;
-    } else if (lv.header_fields > 7) {
-      lv.header_fields = 7;
-    } else if (lv.bits) {
-      lv.bits = false;
-    } else if (lv.path) {
-      lv.path = false;
-    } else if (lv.member) {
-      lv.member = false;
-    } else if (lv.sender) {
-      lv.sender = false;
-    } else if (lv.interface) {
-      lv.interface = false;
-    } else if (lv.destination) {
-      lv.destination = false;
+  if (args > wanted) args = wanted;
+  if (compile_at(rules, po, ladder_rung(0, args), limit, kernel_limit, out) != attempt::too_big) return true;
+  unsigned lo = 1;                   // every rung below lo is too big
+  unsigned hi = ladder_rungs(args);  // rung hi is "accept everything", which always fits
+  while (lo < hi) {
+    const unsigned mid = lo + (hi - lo) / 2;
+    output trial;
+    if (compile_at(rules, po, ladder_rung(mid, args), limit, kernel_limit, trial) == attempt::too_big) {
+      lo = mid + 1;
     } else {
-      single(out, bpf::accept, false);
-      return true;
+      hi = mid;
     }
   }
+  if (hi < ladder_rungs(args) &&
+      compile_at(rules, po, ladder_rung(hi, args), limit, kernel_limit, out) != attempt::too_big) {
+    return true;
+  }
+  single(out, bpf::accept, false);
+  return true;
 }
 
 }  // namespace detail::bpfgen

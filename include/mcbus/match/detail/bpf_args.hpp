@@ -265,7 +265,7 @@ constexpr void emitter::arg_string_tests(unsigned i) {
     const int done = a.label();
     const int other = a.label();
     ld(s_.al);
-    string_switch(p_.args[i], 4, s_.arg_id[i], done, other);
+    string_switch(p_.args[i], 4, s_.arg_id[i], done, other, arg_leaf_[i], p_.chunks);
     a.bind(other);
     a.op(op::ld_imm, id_other);
     st(s_.arg_id[i]);
@@ -322,7 +322,7 @@ constexpr void emitter::final_rules() {
       if (c.exact) {
         const int ok = a.label();
         ld(s_.arg_id[c.index]);
-        a.jump(op::jeq_k, c.id, ok, bpf_assembler::next);
+        a.jump(op::jeq_k, leaf_id(arg_leaf_[c.index], c.id), ok, bpf_assembler::next);
         a.jump(op::jeq_k, id_wild, ok, fail);
         a.bind(ok);
       } else {

@@ -381,7 +381,12 @@ class emitter {
 
   // ---- field class ids ------------------------------------------------------------------------
   // A = the text's length, X its field's start, text at X + base. Stores the class id in `cell`.
-  constexpr void string_switch(const dict& d, std::uint32_t base, std::uint32_t cell, int done, int other) {
+  // `leaf` maps each constant to the id the program stores for it: itself, or, where `cap` stops
+  // the comparison early, the first constant of its leaf (which then stands for all of them).
+  constexpr void string_switch(const dict& d, std::uint32_t base, std::uint32_t cell, int done, int other,
+                               cvec<std::uint32_t>& leaf, unsigned cap) {
+    leaf.clear();
+    for (std::size_t i = 0; i < d.values.size(); ++i) leaf.push_back(first_const + static_cast<std::uint32_t>(i));
     cvec<std::size_t> lengths;
     for (std::string_view v : d.values) {
       bool seen = false;
@@ -400,14 +405,17 @@ class emitter {
       for (std::size_t k = 0; k < d.values.size(); ++k) {
         if (d.values[k].size() == lengths[i]) members.push_back(k);
       }
-      trie(d, members, 0, base, cell, done, other);
+      trie(d, members, 0, 0, base, cell, done, other, leaf, cap);
     }
   }
-  constexpr void trie(const dict& d, const cvec<std::size_t>& members, std::size_t at, std::uint32_t base,
-                      std::uint32_t cell, int done, int other) {
+  constexpr void trie(const dict& d, const cvec<std::size_t>& members, std::size_t at, unsigned depth,
+                      std::uint32_t base, std::uint32_t cell, int done, int other, cvec<std::uint32_t>& leaf,
+                      unsigned cap) {
     const std::string_view first = d.values[members[0]];
-    if (at >= first.size()) {
-      a.op(op::ld_imm, first_const + static_cast<std::uint32_t>(members[0]));
+    if (at >= first.size() || depth >= cap) {
+      const std::uint32_t id = first_const + static_cast<std::uint32_t>(members[0]);
+      for (std::size_t m : members) leaf[m] = id;
+      a.op(op::ld_imm, id);
       st(cell);
       a.ja(done);
       return;
@@ -432,8 +440,12 @@ class emitter {
       for (std::size_t m : members) {
         if (chunk_value(d.values[m], at, size) == values[i]) sub.push_back(m);
       }
-      trie(d, sub, at + size, base, cell, done, other);
+      trie(d, sub, at + size, depth + 1, base, cell, done, other, leaf, cap);
     }
+  }
+  // The id the program stores for constant `id` of a field (see string_switch).
+  constexpr std::uint32_t leaf_id(const cvec<std::uint32_t>& leaf, std::uint32_t id) const {
+    return id >= first_const && id - first_const < leaf.size() ? leaf[id - first_const] : id;
   }
 
   // A namespace test: the text at X + base, of length M[len_cell], equals ns or starts with ns
@@ -492,7 +504,9 @@ class emitter {
       ld(s_.tmp);
     }
     if (!d.empty()) {
-      string_switch(d, 8, cell, done, other);
+      // DESTINATION and SENDER constants decide classes: compare them whole.
+      const unsigned cap = f == f_destination || f == f_sender ? 1024u : p_.chunks;
+      string_switch(d, 8, cell, done, other, leaf_[f], cap);
     } else {
       a.ja(other);
     }
@@ -546,9 +560,11 @@ class emitter {
       ld(s_.tmp);  // the message type, loaded once
       a.jump(op::jeq_k, r.type, bpf_assembler::next, fail);
     }
-    if (r.interface) one_of(s_.field[f_interface], &r.interface, 1, fail);
-    if (r.member) one_of(s_.field[f_member], &r.member, 1, fail);
-    if (r.path) one_of(s_.field[f_path], &r.path, 1, fail);
+    for (auto [f, want] : {std::pair{f_interface, r.interface}, {f_member, r.member}, {f_path, r.path}}) {
+      if (!want) continue;
+      const std::uint32_t id = leaf_id(leaf_[f], want);
+      one_of(s_.field[f], &id, 1, fail);
+    }
     if (r.path_present) {
       ld(s_.field[f_path]);
       a.jump(op::jeq_k, 0, fail, bpf_assembler::next);
@@ -606,6 +622,8 @@ class emitter {
 
   const plan& p_;
   slots s_;
+  cvec<std::uint32_t> leaf_[5];
+  cvec<std::uint32_t> arg_leaf_[8];
   std::uint32_t init_ = 0;
   int accept_ = 0;
   int reject_ = 0;

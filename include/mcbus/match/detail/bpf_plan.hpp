@@ -80,6 +80,9 @@ struct rule_plan {
 struct level {
   unsigned max_args = 8;
   unsigned header_fields = 9;
+  // Chunks (4, 2 or 1 bytes) of a constant the program compares, after its length: fewer make a
+  // smaller program that takes any text of the same length and the same first chunks.
+  unsigned chunks = 1024;
   bool bits = true;
   bool path = true;
   bool member = true;
@@ -100,6 +103,7 @@ struct plan {
   dict args[8];
   cvec<bit_pred> bits;
   unsigned walked_args = 0;    // K: body arguments the program walks
+  unsigned chunks = 1024;      // level::chunks, for interface, member, path and argument constants
   unsigned header_fields = 9;  // fields walked before widening
   bool wk_split = false;       // a well-known DESTINATION not among the constants is widened
   bool exact = true;           // nothing dropped at compile time
@@ -137,6 +141,7 @@ constexpr void build_plan(plan& p, std::span<const match_rule> rules, const plan
   const name_lookup owners(o.owners);
   const match_context ctx{o.receiver, owners};
   p.header_fields = lv.header_fields < 9 ? lv.header_fields : 9;
+  p.chunks = lv.chunks;
 
   // How many body arguments are worth walking.
   unsigned wanted = 0;
@@ -272,6 +277,20 @@ constexpr void build_plan(plan& p, std::span<const match_rule> rules, const plan
     }
     p.rules.push_back(rp);
   }
+  auto chunks_of = [](std::size_t n) {
+    std::size_t c = 0;
+    for (std::size_t at = 0; at < n; at += n - at >= 4 ? 4 : n - at >= 2 ? 2 : 1) ++c;
+    return c;
+  };
+  auto capped = [&](const dict& d) {
+    for (std::string_view v : d.values) {
+      if (chunks_of(v.size()) > p.chunks) return true;
+    }
+    return false;
+  };
+  bool any = capped(p.interface) || capped(p.member) || capped(p.path);
+  for (const dict& d : p.args) any = any || capped(d);
+  if (any) p.exact = false;
 }
 
 }  // namespace detail::bpfgen
