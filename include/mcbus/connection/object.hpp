@@ -22,7 +22,9 @@
 #include <mcbus/wire/signature.hpp>
 #include <mcbus/wire/writer.hpp>
 
-#include <fstream>
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <functional>
 #include <initializer_list>
 #include <map>
@@ -583,11 +585,17 @@ struct object_handle::shared {
     if (!sig.err()) send(std::move(sig));
   }
 
+  // open/read, not std::ifstream: <fstream> pulls the iostream and locale machinery into every
+  // program with a connection, 450 KB of a statically linked libstdc++ (docs/embedded.md).
   static std::string machine_id() {
     for (const char* f : {"/etc/machine-id", "/var/lib/dbus/machine-id"}) {
-      std::ifstream in(f);
-      std::string id;
-      if (std::getline(in, id) && id.size() == 32) return id;
+      const int fd = ::open(f, O_RDONLY | O_CLOEXEC);
+      if (fd < 0) continue;
+      char buf[33];
+      const ssize_t n = ::read(fd, buf, sizeof(buf));
+      ::close(fd);
+      // 32 hex digits, then a newline or the end of the file.
+      if (n == 32 || (n == 33 && buf[32] == '\n')) return std::string(buf, 32);
     }
     return {};
   }
