@@ -302,9 +302,17 @@ struct rule_text {
   constexpr std::string_view view() const { return {text, N - 1}; }
 };
 
+// Reaching invalid_match_rule_in_string_literal() (not constexpr) makes an invalid rule a compile
+// error that names the problem.
+constexpr match_rule checked_rule(std::string_view text) {
+  auto r = match_rule::parse(text);
+  if (!r) detail::invalid_match_rule_in_string_literal();
+  return *r;
+}
+
 template <rule_text... R>
 constexpr output compile_static() {
-  const match_rule rules[] = {match_rule::parse(R.view()).value()...};
+  const std::array<match_rule, sizeof...(R)> rules{checked_rule(R.view())...};
   output out;
   (void)compile(rules, plan_options{}, bpf::max_insns, bpf::optmem_max_default - 512, 8, out);
   return out;
