@@ -22,6 +22,7 @@
 #include <mcbus/error.hpp>
 #include <mcbus/io/auto.hpp>
 #include <mcbus/match.hpp>
+#include <mcbus/multicast/member.hpp>
 #include <mcbus/wire.hpp>
 
 #include <poll.h>
@@ -33,6 +34,7 @@
 #include <map>
 #include <memory>
 #include <queue>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -52,7 +54,16 @@ struct connection_options {
   bool hello = true;     // register on a bus; false for a direct peer connection
   transport_choice transport = transport_choice::automatic;
   std::size_t max_fds_per_message = 16;  // received messages carrying more are refused
+  // How long packets wait for a message that a Unicast marker announced over the bus.
+  std::chrono::milliseconds multicast_marker_timeout{25000};
+  // subscribe() asks a rule's sender to Join its group; a sender that does not answer in this
+  // time is served through the bus.
+  std::chrono::milliseconds multicast_join_timeout{2000};
 };
+
+// Which path a subscription takes. automatic: the publisher's multicast group when the rule's
+// sender offers org.mcbus.Multicast1, the bus otherwise.
+enum class subscribe_via { automatic, bus, multicast };
 
 // RequestName flags and replies (org.freedesktop.DBus.RequestName).
 namespace name_flags {
@@ -134,6 +145,7 @@ class basic_connection {
     if (!t) return t.error();
     basic_connection c;
     c.st_ = std::make_shared<state>(std::move(*t), opts);
+    c.install_packet_handler();
     c.st_->unix_fds = auth->unix_fds;
     c.st_->guid = auth->guid;
     if (!auth->leftover.empty()) {
@@ -150,8 +162,16 @@ class basic_connection {
     return c;
   }
 
-  basic_connection(basic_connection&&) noexcept = default;
-  basic_connection& operator=(basic_connection&&) noexcept = default;
+  // The transport calls back into the connection for multicast packets; a move points it at the
+  // new object.
+  basic_connection(basic_connection&& o) noexcept : st_(std::move(o.st_)) { install_packet_handler(); }
+  basic_connection& operator=(basic_connection&& o) noexcept {
+    if (this != &o) {
+      st_ = std::move(o.st_);
+      install_packet_handler();
+    }
+    return *this;
+  }
   ~basic_connection() {
     if (st_ && st_->connected) flush(std::chrono::milliseconds(1000));
   }
@@ -184,6 +204,7 @@ class basic_connection {
     const std::uint32_t serial = next_serial();
     m.set_serial(serial);
     if (error e = m.seal()) return e;
+    if (s.send_hook && s.send_hook(m)) return serial;
     s.transport.enqueue(std::move(m));
     if (s.iterating == 0) {
       if (error e = s.transport.flush()) {
@@ -311,19 +332,32 @@ class basic_connection {
 
   // ---- signals ------------------------------------------------------------------------------
 
-  // Adds the rule to the bus (AddMatch) and calls `handler` for each message that matches it
-  // exactly, as dbus-daemon would judge it. The returned handle removes the rule when destroyed.
-  call_result<subscription> subscribe(std::string_view rule_text, signal_handler handler) {
+  // Calls `handler` for each signal that matches the rule exactly, as dbus-daemon would judge it.
+  // When the rule names a sender that offers org.mcbus.Multicast1 (and `via` allows), the
+  // connection joins that publisher's group and the messages skip the bus; otherwise the rule is
+  // added to the bus (AddMatch). The returned handle undoes either when destroyed.
+  call_result<subscription> subscribe(std::string_view rule_text, signal_handler handler,
+                                      subscribe_via via = subscribe_via::automatic) {
     auto rule = match_rule::parse(rule_text);
     if (!rule) return call_error(rule.error());
     const std::string canonical = rule->to_string();
-    if (st_->opts.hello) {
+    std::string publisher;
+    const std::string_view sender = rule->sender().value_or(std::string_view());
+    if (via != subscribe_via::bus && st_->opts.hello && !sender.empty() && sender != bus_service.str()) {
+      auto joined = join_group(sender, canonical);
+      if (joined) {
+        publisher = std::move(*joined);
+      } else if (via == subscribe_via::multicast) {
+        return joined.error();
+      }
+    }
+    if (publisher.empty() && st_->opts.hello) {
       auto added = add_match(canonical);
       if (!added) return added.error();
     }
     track_sender(*rule);
     const std::uint64_t id = ++st_->next_subscription;
-    st_->subscriptions.emplace(id, subscription_entry{std::move(*rule), canonical, std::move(handler)});
+    st_->subscriptions.emplace(id, subscription_entry{std::move(*rule), canonical, std::move(handler), publisher});
     std::weak_ptr<state> weak = st_;
     return subscription([weak, id]() {
       auto s = weak.lock();
@@ -331,7 +365,9 @@ class basic_connection {
       auto it = s->subscriptions.find(id);
       if (it == s->subscriptions.end()) return;
       const std::string text = it->second.text;
+      const std::string from = it->second.publisher;
       s->subscriptions.erase(it);
+      if (!from.empty()) return leave_rule(*s, from, text);
       if (s->connected && s->opts.hello) {
         // RemoveMatch is sent without waiting: the handle may die inside a handler.
         message m = message::method_call(bus_service, bus_path, bus_interface, "RemoveMatch");
@@ -341,6 +377,41 @@ class basic_connection {
       }
     });
   }
+
+  // The publishers whose groups this connection is in, and how many packets each sent.
+  std::vector<std::pair<std::string, std::uint64_t>> multicast_groups() const {
+    std::vector<std::pair<std::string, std::uint64_t>> out;
+    for (const auto& [name, m] : st_->members.all()) out.emplace_back(name, m.packets);
+    return out;
+  }
+  // Called when a publisher drops this member or its group closes; the subscriptions on it have
+  // moved to the bus by then.
+  void on_multicast_lost(std::function<void(std::string_view publisher, const error&)> fn) {
+    st_->multicast_lost = std::move(fn);
+  }
+
+  // ---- for the multicast publisher ------------------------------------------------------------
+
+  // The next serial of this connection: bus and multicast messages share one sequence.
+  std::uint32_t allocate_serial() noexcept { return next_serial(); }
+  Transport& transport() noexcept { return st_->transport; }
+  // Sees every message before it is queued for the bus (after its serial is set); returning true
+  // means the hook took it and will send it later with send_unhooked().
+  void set_send_hook(std::function<bool(message&)> hook) { st_->send_hook = std::move(hook); }
+  result<std::uint32_t> send_unhooked(message&& m) {
+    if (!st_->connected) return error(errc::not_connected);
+    const std::uint32_t serial = m.serial();
+    send_on(*st_, std::move(m), false);
+    return serial;
+  }
+  // Results of packet sends and writable notifications (see io/packets.hpp).
+  void set_packet_send_handlers(std::function<void(std::uint64_t, int)> sent,
+                                std::function<void(std::uint32_t)> writable) {
+    st_->packet_sent = std::move(sent);
+    st_->packet_writable = std::move(writable);
+  }
+  // The well-known names this connection owns, as the bus last reported them.
+  const std::vector<std::string>& owned_names() const noexcept { return st_->owned_names; }
 
   // ---- exported objects ---------------------------------------------------------------------
 
@@ -425,6 +496,7 @@ class basic_connection {
     match_rule rule;
     std::string text;
     signal_handler handler;
+    std::string publisher;  // unique name of the group it is served by; empty: the bus
   };
 
   struct state {
@@ -453,7 +525,14 @@ class basic_connection {
     std::function<void(const error&)> disconnected;
     std::function<void(const error&)> invalid_message;
     std::function<bool(const message_view&)> filter;
-    error fatal;  // a stream error noticed while receiving, reported by the loop
+    error fatal;
+    // Multicast: groups joined, names known not to be publishers, the publisher's hooks.
+    multicast::membership_set members;
+    std::function<void(std::string_view, const error&)> multicast_lost;
+    std::function<bool(message&)> send_hook;
+    std::function<void(std::uint64_t, int)> packet_sent;
+    std::function<void(std::uint32_t)> packet_writable;
+    std::vector<std::string> owned_names;  // a stream error noticed while receiving, reported by the loop
   };
 
   basic_connection() = default;
@@ -481,11 +560,15 @@ class basic_connection {
     return st_->serial;
   }
 
-  static void send_on(state& s, message&& m) {
+  // Queues a message for the bus; with assign_serial false it keeps the serial it has.
+  static void send_on(state& s, message&& m, bool assign_serial = true) {
     if (!s.connected) return;
-    if (++s.serial == 0) s.serial = 1;
-    m.set_serial(s.serial);
+    if (assign_serial) {
+      if (++s.serial == 0) s.serial = 1;
+      m.set_serial(s.serial);
+    }
     if (m.seal()) return;
+    if (assign_serial && s.send_hook && s.send_hook(m)) return;
     s.transport.enqueue(std::move(m));
     if (s.iterating == 0) (void)s.transport.flush();
   }
@@ -504,6 +587,7 @@ class basic_connection {
     error io = s.transport.wait(timeout_ms, [&](auto bytes, auto& fds) { receive(bytes, fds); });
     dispatch_all();
     expire_calls();
+    if (!s.members.empty()) s.members.expire(s.opts.multicast_marker_timeout, packet_delivery(s), packet_problem(s));
     --s.iterating;
     if (!io && s.connected) io = s.transport.flush();
     if (!io && s.fatal) io = s.fatal;
@@ -527,6 +611,17 @@ class basic_connection {
         }
         received_message reply = received_message::copy_of(s.in.view(e), std::move(e.fds));
         entries.erase(entries.begin() + static_cast<std::ptrdiff_t>(i));
+        if (multicast::membership* m = s.members.empty() ? nullptr : s.members.find(reply.header().sender)) {
+          // The one exception to "a blocking call dispatches nothing": packets this publisher sent
+          // before its reply are handled first, so that its messages stay in serial order.
+          const std::uint32_t source = m->source;
+          s.members.before_bus_message(
+              *m, reply.header().serial, [&](auto fn) { s.transport.drain_packets(source, fn); }, packet_delivery(s),
+              packet_problem(s));
+          if (multicast::membership* again = s.members.find(reply.header().sender)) {
+            s.members.after_bus_message(*again, reply.header().serial, packet_delivery(s), packet_problem(s));
+          }
+        }
         if (reply.header().type == message_type::error) return call_error::from_reply(reply.view());
         return reply;
       }
@@ -564,6 +659,22 @@ class basic_connection {
   void dispatch(const message_view& m) {
     state& s = *st_;
     if (s.filter && s.filter(m)) return;
+    multicast::membership* member = s.members.empty() ? nullptr : s.members.find(m.header().sender);
+    if (!member) return dispatch_bus(m);
+    // Packets older than this message are handled first, newer ones after it.
+    const std::string publisher(m.header().sender);
+    const std::uint32_t source = member->source;
+    s.members.before_bus_message(
+        *member, m.serial(), [&](auto fn) { s.transport.drain_packets(source, fn); }, packet_delivery(s),
+        packet_problem(s));
+    dispatch_bus(m);
+    if (multicast::membership* again = s.members.find(publisher)) {
+      s.members.after_bus_message(*again, m.serial(), packet_delivery(s), packet_problem(s));
+    }
+  }
+
+  void dispatch_bus(const message_view& m) {
+    state& s = *st_;
     switch (m.type()) {
       case message_type::method_return:
       case message_type::error: {
@@ -580,7 +691,12 @@ class basic_connection {
       }
       case message_type::signal:
         if (m.header().sender == bus_service && m.header().interface == bus_interface) bus_signal(m);
-        dispatch_signal(m);
+        if (m.header().interface == multicast::interface.str() &&
+            m.header().member == multicast::dropped_signal.str() && m.header().destination == s.unique_name) {
+          group_lost(s, std::string(m.header().sender),
+                     error(errc::dropped, error::no_offset, "the publisher dropped us"));
+        }
+        dispatch_signal(s, m, false);
         return;
       case message_type::method_call:
         s.objects.dispatch(m, [this](message&& reply) { (void)send(std::move(reply)); });
@@ -589,8 +705,9 @@ class basic_connection {
     }
   }
 
-  void dispatch_signal(const message_view& m) {
-    state& s = *st_;
+  // Signals from the bus go to bus subscriptions; packets from a group go to the subscriptions
+  // that group serves. A message never reaches a subscription twice.
+  static void dispatch_signal(state& s, const message_view& m, bool from_packet) {
     if (s.subscriptions.empty()) return;
     // The lookup is borrowed by the context: it must outlive every matches() call below.
     const auto owner_of = [&s](std::string_view name) -> std::string_view {
@@ -600,7 +717,9 @@ class basic_connection {
     const match_context ctx{s.unique_name, owner_of};
     // Handlers may add or remove subscriptions: collect first, then call those still present.
     std::vector<std::uint64_t> hits;
+    const std::string_view sender = m.header().sender;
     for (const auto& [id, sub] : s.subscriptions) {
+      if (from_packet ? sub.publisher != sender : sub.publisher == sender && !sub.publisher.empty()) continue;
       if (sub.rule.matches(m, ctx)) hits.push_back(id);
     }
     for (std::uint64_t id : hits) {
@@ -617,14 +736,20 @@ class basic_connection {
     if (member == "NameOwnerChanged") {
       auto args = m.read<std::string_view, std::string_view, std::string_view>();
       if (!args) return;
-      auto it = s.owners.find(std::get<0>(*args));
-      if (it != s.owners.end()) it->second = std::string(std::get<2>(*args));
+      const auto [name, old_owner, new_owner] = *args;
+      auto it = s.owners.find(name);
+      if (it != s.owners.end()) it->second = std::string(new_owner);
+      if (!new_owner.empty() && name[0] != ':') rejoin_after_restart(std::string(name), std::string(new_owner));
     } else if (member == "NameAcquired" && m.header().destination == s.unique_name) {
       auto name = m.read_first<std::string_view>();
-      if (name && s.name_acquired) s.name_acquired(*name);
+      if (!name) return;
+      if (*name != s.unique_name) s.owned_names.emplace_back(*name);
+      if (s.name_acquired) s.name_acquired(*name);
     } else if (member == "NameLost" && m.header().destination == s.unique_name) {
       auto name = m.read_first<std::string_view>();
-      if (name && s.name_lost) s.name_lost(*name);
+      if (!name) return;
+      std::erase(s.owned_names, *name);
+      if (s.name_lost) s.name_lost(*name);
     }
   }
 
@@ -645,6 +770,159 @@ class basic_connection {
       (void)add_match(rule_text);
     }
     s.owners.emplace(std::string(sender), std::move(owner));
+  }
+
+  // ---- multicast groups (the member side) ---------------------------------------------------------
+
+  void install_packet_handler() {
+    if (!st_) return;
+    state* sp = st_.get();  // the transport lives inside the state: the pointer outlives the handler
+    packet_handler h;
+    h.packet = [sp](std::uint32_t source, std::span<const std::byte> bytes) {
+      if (multicast::membership* m = sp->members.by_source(source)) {
+        sp->members.on_packet(*m, bytes, packet_delivery(*sp), packet_problem(*sp));
+      }
+    };
+    h.closed = [sp](std::uint32_t source, const error& why) {
+      if (multicast::membership* m = sp->members.by_source(source)) group_lost(*sp, m->publisher, why);
+    };
+    h.sent = [sp](std::uint64_t token, int res) {
+      if (sp->packet_sent) sp->packet_sent(token, res);
+    };
+    h.writable = [sp](std::uint32_t watch) {
+      if (sp->packet_writable) sp->packet_writable(watch);
+    };
+    st_->transport.set_packet_handler(std::move(h));
+  }
+
+  static multicast::packet_delivery packet_delivery(state& s) {
+    return [&s](multicast::membership&, const message_view& m) {
+      if (m.type() == message_type::signal) dispatch_signal(s, m, true);
+    };
+  }
+  static multicast::packet_problem packet_problem(state& s) {
+    return [&s](multicast::membership&, const error& e) {
+      if (s.invalid_message) s.invalid_message(e);
+    };
+  }
+
+  // Joins (or re-joins, with one more rule) the group of the publisher behind `sender`. Returns
+  // the publisher's unique name; an error means the subscription should use the bus.
+  call_result<std::string> join_group(std::string_view sender, const std::string& rule) {
+    state& s = *st_;
+    std::string publisher(sender);
+    if (sender[0] != ':') {
+      auto owner = get_name_owner(bus_name::from_unchecked(sender));
+      if (!owner) return owner.error();
+      publisher = std::move(*owner);
+    }
+    std::vector<std::string> rules;
+    if (multicast::membership* m = s.members.find(publisher)) rules = m->rules;
+    rules.push_back(rule);
+    auto joined = join_call(bus_name::from_unchecked(sender), rules);
+    if (!joined) return joined.error();
+    install_group(publisher, std::string(sender), std::move(joined->first), joined->second, std::move(rules));
+    return publisher;
+  }
+
+  call_result<std::pair<unix_fd, std::uint32_t>> join_call(bus_name name, const std::vector<std::string>& rules) {
+    if (!st_->unix_fds) return call_error(error(errc::not_supported, error::no_offset, "no fd passing on this bus"));
+    message join = message::method_call(name, multicast::path, multicast::interface, multicast::join_method);
+    join.append(rules, multicast::known_join_flags);
+    auto reply = call(std::move(join), st_->opts.multicast_join_timeout);
+    if (!reply) return reply.error();
+    auto values = reply->template read<unix_fd, std::uint32_t, std::uint32_t>();
+    if (!values) return call_error(values.error());
+    auto& [fd, version, max_packet] = *values;
+    if (version < 1 || max_packet > max_packet_size || !fd) {
+      message leave = message::method_call(name, multicast::path, multicast::interface, multicast::leave_method);
+      leave.set_no_reply_expected();
+      (void)send(std::move(leave));
+      return call_error(error(errc::not_supported, error::no_offset, "publisher's packets are larger than we take"));
+    }
+    return std::pair<unix_fd, std::uint32_t>(std::move(fd), max_packet);
+  }
+
+  void install_group(const std::string& publisher, std::string joined_as, unix_fd fd, std::uint32_t max_packet,
+                     std::vector<std::string> rules) {
+    state& s = *st_;
+    if (multicast::membership* old = s.members.find(publisher)) {
+      // The publisher moved us to the new socket: what the old one still holds comes first.
+      const std::uint32_t old_source = old->source;
+      s.transport.drain_packets(old_source, [&](std::span<const std::byte> bytes) {
+        s.members.on_packet(*old, bytes, packet_delivery(s), packet_problem(s));
+      });
+      s.transport.remove_packet_source(old_source);
+      s.members.remove(publisher);
+    }
+    multicast::membership& m = s.members.add(publisher, std::move(joined_as), std::move(fd), max_packet);
+    m.rules = std::move(rules);
+    if (error e = s.transport.add_packet_source(m.source, m.socket.get())) {
+      group_lost(s, publisher, e);
+    }
+  }
+
+  // A subscription served by a group ended: with no rule left, leave the group.
+  static void leave_rule(state& s, const std::string& publisher, const std::string& rule) {
+    multicast::membership* m = s.members.find(publisher);
+    if (!m) return;
+    if (auto it = std::find(m->rules.begin(), m->rules.end(), rule); it != m->rules.end()) m->rules.erase(it);
+    // The filter stays as wide as it was until no rule is left: extra packets are matched away.
+    if (!m->rules.empty()) return;
+    message leave = message::method_call(bus_name::from_unchecked(publisher), multicast::path, multicast::interface,
+                                         multicast::leave_method);
+    leave.set_no_reply_expected();
+    send_on(s, std::move(leave));
+    s.transport.remove_packet_source(m->source);
+    s.members.remove(publisher);
+  }
+
+  // The group is gone (dropped over quota, socket closed, publisher exited): its subscriptions go
+  // to the bus, which is slower but loses nothing from here on.
+  static void group_lost(state& s, std::string publisher, const error& why) {
+    multicast::membership* m = s.members.find(publisher);
+    if (!m) return;
+    s.transport.remove_packet_source(m->source);
+    s.members.remove(publisher);
+    for (auto& [id, sub] : s.subscriptions) {
+      if (sub.publisher != publisher) continue;
+      sub.publisher.clear();
+      if (s.connected && s.opts.hello) {
+        message add = message::method_call(bus_service, bus_path, bus_interface, "AddMatch");
+        add.append(sub.text);
+        add.set_no_reply_expected();
+        send_on(s, std::move(add));
+      }
+    }
+    if (s.multicast_lost) s.multicast_lost(publisher, why);
+  }
+
+  // A well-known name got a new owner: subscriptions naming it as sender re-join the new owner's
+  // group if it has one (a restarted publisher), leaving the bus where they had fallen back to it.
+  void rejoin_after_restart(const std::string& name, const std::string& new_owner) {
+    state& s = *st_;
+    std::vector<std::uint64_t> ids;
+    std::vector<std::string> rules;
+    for (auto& [id, sub] : s.subscriptions) {
+      if (sub.rule.sender().value_or(std::string_view()) != name || sub.publisher == new_owner) continue;
+      ids.push_back(id);
+      rules.push_back(sub.text);
+    }
+    if (ids.empty()) return;
+    auto joined = join_call(bus_name::from_unchecked(name), rules);
+    if (!joined) return;  // not a publisher (or refused): the subscriptions stay on the bus
+    install_group(new_owner, name, std::move(joined->first), joined->second, rules);
+    for (std::uint64_t id : ids) {
+      auto it = s.subscriptions.find(id);
+      if (it == s.subscriptions.end()) continue;
+      if (it->second.publisher.empty()) {
+        message remove = message::method_call(bus_service, bus_path, bus_interface, "RemoveMatch");
+        remove.append(it->second.text);
+        remove.set_no_reply_expected();
+        send_on(s, std::move(remove));
+      }
+      it->second.publisher = new_owner;
+    }
   }
 
   void expire_calls() {

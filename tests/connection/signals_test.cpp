@@ -34,8 +34,10 @@ TEST_P(Signals, SubscribersGetExactlyTheirMatches) {
   auto s2 = listener.subscribe("type='signal',interface='org.example.Ticker',arg0='b'",
                                [&](const message_view& m) { by_arg.emplace_back(*m.read_first<std::string_view>()); });
   ASSERT_TRUE(s2) << s2.error().message();
-  auto s3 = listener.subscribe("type='signal',sender='" + emitter.unique_name() + "'",
-                               [&](const message_view& m) { everything.emplace_back(m.header().member); });
+  // The emitter runs no loop here, so it cannot answer a Join: ask for the bus directly.
+  auto s3 = listener.subscribe(
+      "type='signal',sender='" + emitter.unique_name() + "'",
+      [&](const message_view& m) { everything.emplace_back(m.header().member); }, subscribe_via::bus);
   ASSERT_TRUE(s3) << s3.error().message();
 
   ASSERT_TRUE(emitter.emit(tick("org.example.Ticker", "Tick", "a")));
@@ -84,8 +86,9 @@ TEST_P(Signals, WellKnownSenderRulesFollowTheOwner) {
   const std::string name = "org.mcbus.Test.Sender." + mcbus_test::param_name({GetParam(), 0});
   ASSERT_EQ(*owner.request_name(bus_name::from_unchecked(name)), request_name_reply::primary_owner);
   std::vector<std::string> got;
-  auto sub = listener.subscribe("type='signal',sender='" + name + "',member='Hi'",
-                                [&](const message_view& m) { got.emplace_back(m.header().sender); });
+  auto sub = listener.subscribe(
+      "type='signal',sender='" + name + "',member='Hi'",
+      [&](const message_view& m) { got.emplace_back(m.header().sender); }, subscribe_via::bus);
   ASSERT_TRUE(sub) << sub.error().message();
   ASSERT_TRUE(owner.emit(message::signal("/x", "org.example.X", "Hi")));
   ASSERT_FALSE(listener.run_until([&] { return got.size() == 1; }, std::chrono::seconds(10)));

@@ -77,6 +77,29 @@ class auto_transport {
   error wait(int timeout_ms, Sink&& sink) {
     return std::visit([&](auto& t) { return t.wait(timeout_ms, sink); }, impl_);
   }
+  short poll_events() const noexcept {
+    return std::visit([](const auto& t) { return t.poll_events(); }, impl_);
+  }
+
+  void set_packet_handler(packet_handler h) {
+    std::visit([&](auto& t) { t.set_packet_handler(std::move(h)); }, impl_);
+  }
+  error add_packet_source(std::uint32_t id, int fd) {
+    return std::visit([&](auto& t) { return t.add_packet_source(id, fd); }, impl_);
+  }
+  void remove_packet_source(std::uint32_t id) {
+    std::visit([&](auto& t) { t.remove_packet_source(id); }, impl_);
+  }
+  void send_packets(std::span<packet_send* const> chain) {
+    std::visit([&](auto& t) { t.send_packets(chain); }, impl_);
+  }
+  void watch_writable(std::uint32_t id, int fd) {
+    std::visit([&](auto& t) { t.watch_writable(id, fd); }, impl_);
+  }
+  template <class Fn>
+  void drain_packets(std::uint32_t id, Fn&& fn) {
+    std::visit([&](auto& t) { t.drain_packets(id, fn); }, impl_);
+  }
 
  private:
   std::variant<poll_transport, uring_transport> impl_;

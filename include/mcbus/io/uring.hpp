@@ -11,6 +11,7 @@
 // the connection then falls back to poll_transport.
 #pragma once
 
+#include <mcbus/io/packets.hpp>
 #include <mcbus/io/transport.hpp>
 
 #if __has_include(<liburing.h>)
@@ -20,12 +21,14 @@
 #define MCBUS_HAS_LIBURING 0
 #endif
 
+#include <poll.h>
 #include <sys/mman.h>
 
 #include <cerrno>
 #include <deque>
 #include <memory>
 #include <utility>
+#include <vector>
 
 MCBUS_NAMESPACE_BEGIN
 
@@ -73,6 +76,8 @@ class uring_transport {
 
   int socket() const noexcept { return state_->fd.get(); }
   int poll_fd() const noexcept { return state_->ring.ring_fd; }
+  // The ring becomes readable when anything completes, sends included: never ask for POLLOUT.
+  short poll_events() const noexcept { return POLLIN; }
   bool can_pass_fds() const noexcept { return state_->can_pass_fds; }
   bool has_pending_output() const noexcept { return !state_->out.empty(); }
   bool uses_buffer_ring() const noexcept { return state_->buf_ring != nullptr; }
@@ -92,12 +97,13 @@ class uring_transport {
   error wait(int timeout_ms, Sink&& sink) {
     state& s = *state_;
     while (!s.stashed.empty()) {
-      const auto [res, flags] = s.stashed.front();
+      const stashed_cqe c = s.stashed.front();
       s.stashed.pop_front();
-      if (error e = on_received(res, flags, sink)) return e;
+      if (error e = handle_cqe(c.tag, c.res, c.flags, sink)) return e;
       timeout_ms = 0;  // there was input: do not block before the caller has seen it
     }
     arm_receive();
+    arm_packet_sources();
     prepare_send();
     io_uring_cqe* cqe = nullptr;
     int r;
@@ -113,8 +119,127 @@ class uring_transport {
     return reap(sink);
   }
 
+  // ---- packet sockets -------------------------------------------------------------------------
+
+  void set_packet_handler(packet_handler h) { state_->packets = std::move(h); }
+
+  // Receives packets from `fd` with a multishot recv into a second provided buffer ring.
+  error add_packet_source(std::uint32_t id, int fd) {
+    state& s = *state_;
+    if (!s.packet_ring_tried) setup_packet_ring();
+    s.sources.push_back(packet_source{id, fd, false, nullptr});
+    return {};
+  }
+
+  void remove_packet_source(std::uint32_t id) {
+    state& s = *state_;
+    for (auto it = s.sources.begin(); it != s.sources.end(); ++it) {
+      if (it->id != id) continue;
+      if (it->armed) {
+        if (io_uring_sqe* sqe = get_sqe()) {
+          io_uring_prep_cancel64(sqe, tag(kind_packet_recv, id), 0);
+          io_uring_sqe_set_data64(sqe, tag(kind_cancel, id));
+        }
+      }
+      if (it->single) s.retired_single.push_back(std::move(it->single));  // the kernel may still write it
+      s.sources.erase(it);
+      return;
+    }
+  }
+
+  // Queues a chain of packets to one socket, linked so that they go out in order. They are
+  // submitted with the next flush() or wait(); results come through packet_handler::sent.
+  void send_packets(std::span<packet_send* const> chain) {
+    for (std::size_t i = 0; i < chain.size(); ++i) {
+      io_uring_sqe* sqe = get_sqe();
+      if (!sqe) {  // cannot happen after a submit frees the ring; fail the rest rather than lose them
+        for (std::size_t k = i; k < chain.size(); ++k)
+          state_->stashed.push_back({tag(kind_packet_send, chain[k]->token), -EAGAIN, 0});
+        return;
+      }
+      io_uring_prep_sendmsg(sqe, chain[i]->fd, &chain[i]->mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+      io_uring_sqe_set_data64(sqe, tag(kind_packet_send, chain[i]->token));
+      if (i + 1 < chain.size()) sqe->flags |= IOSQE_IO_LINK;
+    }
+  }
+
+  void watch_writable(std::uint32_t id, int fd) {
+    if (io_uring_sqe* sqe = get_sqe()) {
+      io_uring_prep_poll_add(sqe, fd, POLLOUT);
+      io_uring_sqe_set_data64(sqe, tag(kind_writable, id));
+    }
+  }
+
+  // Hands every packet of source `id` that has already arrived to fn, now: those the multishot
+  // receive has taken (completions are collected from the kernel first), then those still in the
+  // socket. Other completions met on the way are kept for the next wait().
+  template <class Fn>
+  void drain_packets(std::uint32_t id, Fn&& fn) {
+    state& s = *state_;
+    io_uring_get_events(&s.ring);
+    // Completions already stashed come first: they are older.
+    for (auto it = s.stashed.begin(); it != s.stashed.end();) {
+      if (kind_of(it->tag) == kind_packet_recv && payload_of(it->tag) == id) {
+        deliver_packet(id, it->res, it->flags, fn);
+        it = s.stashed.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    io_uring_cqe* cqe;
+    while (io_uring_peek_cqe(&s.ring, &cqe) == 0) {
+      const stashed_cqe c{io_uring_cqe_get_data64(cqe), cqe->res, cqe->flags};
+      io_uring_cqe_seen(&s.ring, cqe);
+      if (kind_of(c.tag) == kind_packet_recv && payload_of(c.tag) == id) {
+        if (!(c.flags & IORING_CQE_F_MORE)) mark_unarmed(id);
+        deliver_packet(id, c.res, c.flags, fn);
+      } else {
+        s.stashed.push_back(c);
+      }
+    }
+    for (const packet_source& src : s.sources) {
+      if (src.id != id) continue;
+      if (!s.drain_buf) s.drain_buf = std::make_unique<std::byte[]>(packet_buffer_size);
+      while (true) {
+        const ssize_t n = ::recv(src.fd, s.drain_buf.get(), packet_buffer_size, MSG_DONTWAIT);
+        if (n <= 0) break;
+        fn(std::span<const std::byte>(s.drain_buf.get(), static_cast<std::size_t>(n)));
+      }
+    }
+  }
+
  private:
-  enum : std::uint64_t { tag_recv = 1, tag_send = 2 };
+  static constexpr std::size_t packet_buffer_size = 64 * 1024;  // > max_packet_size: no truncation
+  static constexpr unsigned packet_buffer_count = 32;
+  static constexpr unsigned short packet_group = 1;
+
+  enum kind : std::uint64_t {
+    kind_recv = 1,
+    kind_send = 2,
+    kind_packet_recv = 3,
+    kind_packet_send = 4,
+    kind_writable = 5,
+    kind_cancel = 6,
+  };
+  static constexpr std::uint64_t tag(kind k, std::uint64_t payload) noexcept {
+    return std::uint64_t{k} << 56 | payload;
+  }
+  static constexpr kind kind_of(std::uint64_t t) noexcept { return static_cast<kind>(t >> 56); }
+  static constexpr std::uint64_t payload_of(std::uint64_t t) noexcept { return t & ((std::uint64_t{1} << 56) - 1); }
+  static constexpr std::uint64_t tag_recv = std::uint64_t{kind_recv} << 56;
+  static constexpr std::uint64_t tag_send = std::uint64_t{kind_send} << 56;
+
+  struct stashed_cqe {
+    std::uint64_t tag;
+    int res;
+    unsigned flags;
+  };
+  struct packet_source {
+    std::uint32_t id;
+    int fd;
+    bool armed;
+    std::unique_ptr<std::byte[]> single;  // single-shot buffer where there is no buffer ring
+  };
 
   struct state {
     io_uring ring{};
@@ -138,7 +263,16 @@ class uring_transport {
     msghdr send_mh{};
     received_fds fds;
     bool eof = false;
-    std::deque<std::pair<int, unsigned>> stashed;  // receive completions reaped by flush()
+    std::deque<stashed_cqe> stashed;  // completions reaped early, handled by the next wait()
+    // Packet sockets.
+    packet_handler packets;
+    std::vector<packet_source> sources;
+    bool packet_ring_tried = false;
+    bool packet_multishot_failed = false;
+    io_uring_buf_ring* packet_ring = nullptr;
+    std::unique_ptr<std::byte[]> packet_buffers;
+    std::unique_ptr<std::byte[]> drain_buf;
+    std::vector<std::unique_ptr<std::byte[]>> retired_single;
   };
 
   uring_transport() = default;
@@ -147,9 +281,11 @@ class uring_transport {
     if (!state_) return;
     if (state_->ring_ready) {
       if (state_->buf_ring) io_uring_unregister_buf_ring(&state_->ring, 0);
+      if (state_->packet_ring) io_uring_unregister_buf_ring(&state_->ring, packet_group);
       io_uring_queue_exit(&state_->ring);
     }
     if (state_->buf_ring) ::munmap(state_->buf_ring, state_->buf_ring_bytes);
+    if (state_->packet_ring) ::munmap(state_->packet_ring, sizeof(io_uring_buf) * packet_buffer_count);
     state_.reset();
   }
 
@@ -238,16 +374,12 @@ class uring_transport {
     io_uring_cqe* cqe;
     unsigned seen = 0;
     while (!result && io_uring_peek_cqe(&s.ring, &cqe) == 0) {
-      const std::uint64_t tag = io_uring_cqe_get_data64(cqe);
+      const std::uint64_t t = io_uring_cqe_get_data64(cqe);
       const int res = cqe->res;
       const unsigned flags = cqe->flags;
       io_uring_cqe_seen(&s.ring, cqe);
       ++seen;
-      if (tag == tag_send) {
-        result = on_sent(res);
-      } else if (tag == tag_recv) {
-        result = on_received(res, flags, sink);
-      }
+      result = handle_cqe(t, res, flags, sink);
     }
     if (!result && s.eof) result = error(errc::disconnected, error::no_offset, "peer closed the connection");
     return result;
@@ -264,12 +396,125 @@ class uring_transport {
       io_uring_cqe_seen(&s.ring, cqe);
       if (tag == tag_send) {
         if (error e = on_sent(res)) result = e;
-      } else if (tag == tag_recv) {
-        s.stashed.emplace_back(res, flags);
-        if (!(flags & IORING_CQE_F_MORE)) s.recv_armed = false;
+      } else {
+        s.stashed.push_back({tag, res, flags});
       }
     }
     return result;
+  }
+
+  template <class Sink>
+  error handle_cqe(std::uint64_t t, int res, unsigned flags, Sink& sink) {
+    state& s = *state_;
+    switch (kind_of(t)) {
+      case kind_send: return on_sent(res);
+      case kind_recv: return on_received(res, flags, sink);
+      case kind_packet_recv: {
+        const auto id = static_cast<std::uint32_t>(payload_of(t));
+        if (!(flags & IORING_CQE_F_MORE)) mark_unarmed(id);
+        const bool live = find_source(id) != nullptr;
+        deliver_packet(id, res, flags, [&](std::span<const std::byte> p) {
+          if (live && s.packets.packet) s.packets.packet(id, p);
+        });
+        if (res == -EINVAL && s.packet_ring && !s.packet_multishot_failed) {
+          s.packet_multishot_failed = true;  // buffer rings but no multishot recv: 5.19
+          return {};
+        }
+        if (live &&
+            (res == 0 || (res < 0 && res != -ENOBUFS && res != -EINTR && res != -EAGAIN && res != -ECANCELED))) {
+          remove_packet_source(id);
+          if (s.packets.closed) {
+            s.packets.closed(id, res == 0 ? error(errc::disconnected, error::no_offset, "group closed")
+                                          : error::from_errno(-res, "io_uring recv on a packet socket"));
+          }
+        }
+        return {};
+      }
+      case kind_packet_send:
+        if (s.packets.sent) s.packets.sent(payload_of(t), res);
+        return {};
+      case kind_writable:
+        if (s.packets.writable) s.packets.writable(static_cast<std::uint32_t>(payload_of(t)));
+        return {};
+      default: return {};  // cancellations
+    }
+  }
+
+  // Hands one packet completion's bytes to fn and gives its buffer back.
+  template <class Fn>
+  void deliver_packet(std::uint32_t id, int res, unsigned flags, Fn&& fn) {
+    state& s = *state_;
+    if (flags & IORING_CQE_F_BUFFER) {
+      const unsigned buf = flags >> IORING_CQE_BUFFER_SHIFT;
+      std::byte* data = s.packet_buffers.get() + std::size_t{buf} * packet_buffer_size;
+      if (res > 0) fn(std::span<const std::byte>(data, static_cast<std::size_t>(res)));
+      io_uring_buf_ring_add(s.packet_ring, data, packet_buffer_size, static_cast<unsigned short>(buf),
+                            io_uring_buf_ring_mask(packet_buffer_count), 0);
+      io_uring_buf_ring_advance(s.packet_ring, 1);
+    } else if (res > 0) {
+      if (packet_source* src = find_source(id); src && src->single) {
+        fn(std::span<const std::byte>(src->single.get(), static_cast<std::size_t>(res)));
+      }
+    }
+  }
+
+  packet_source* find_source(std::uint32_t id) noexcept {
+    for (packet_source& src : state_->sources) {
+      if (src.id == id) return &src;
+    }
+    return nullptr;
+  }
+  void mark_unarmed(std::uint32_t id) noexcept {
+    if (packet_source* src = find_source(id)) src->armed = false;
+  }
+
+  void setup_packet_ring() {
+    state& s = *state_;
+    s.packet_ring_tried = true;
+    if (!s.buf_ring || s.multishot_failed) return;  // no buffer rings here: single-shot receives
+    const std::size_t bytes = sizeof(io_uring_buf) * packet_buffer_count;
+    void* mem = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (mem == MAP_FAILED) return;
+    io_uring_buf_reg reg{};
+    reg.ring_addr = reinterpret_cast<std::uintptr_t>(mem);
+    reg.ring_entries = packet_buffer_count;
+    reg.bgid = packet_group;
+    if (io_uring_register_buf_ring(&s.ring, &reg, 0) < 0) {
+      ::munmap(mem, bytes);
+      return;
+    }
+    s.packet_ring = static_cast<io_uring_buf_ring*>(mem);
+    s.packet_buffers = std::make_unique<std::byte[]>(std::size_t{packet_buffer_count} * packet_buffer_size);
+    io_uring_buf_ring_init(s.packet_ring);
+    for (unsigned i = 0; i < packet_buffer_count; ++i) {
+      io_uring_buf_ring_add(s.packet_ring, s.packet_buffers.get() + std::size_t{i} * packet_buffer_size,
+                            packet_buffer_size, static_cast<unsigned short>(i),
+                            io_uring_buf_ring_mask(packet_buffer_count), static_cast<int>(i));
+    }
+    io_uring_buf_ring_advance(s.packet_ring, static_cast<int>(packet_buffer_count));
+  }
+
+  void arm_packet_sources() {
+    state& s = *state_;
+    for (packet_source& src : s.sources) {
+      if (src.armed) continue;
+      io_uring_sqe* sqe = get_sqe();
+      if (!sqe) return;
+      if (s.packet_ring) {
+        if (s.packet_multishot_failed) {
+          io_uring_prep_recv(sqe, src.fd, nullptr, 0, 0);
+        } else {
+          io_uring_prep_recv_multishot(sqe, src.fd, nullptr, 0, 0);
+        }
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = packet_group;
+      } else {
+        if (!src.single) src.single = std::make_unique<std::byte[]>(packet_buffer_size);
+        io_uring_prep_recv(sqe, src.fd, src.single.get(), packet_buffer_size, 0);
+      }
+      io_uring_sqe_set_data64(sqe, tag(kind_packet_recv, src.id));
+      src.armed = true;
+    }
   }
 
   error on_sent(int res) {
@@ -365,6 +610,14 @@ class uring_transport {
   error wait(int, Sink&&) {
     return {errc::not_supported};
   }
+  short poll_events() const noexcept { return 0; }
+  void set_packet_handler(packet_handler) {}
+  error add_packet_source(std::uint32_t, int) { return {errc::not_supported}; }
+  void remove_packet_source(std::uint32_t) {}
+  void send_packets(std::span<packet_send* const>) {}
+  void watch_writable(std::uint32_t, int) {}
+  template <class Fn>
+  void drain_packets(std::uint32_t, Fn&&) {}
 };
 
 #endif

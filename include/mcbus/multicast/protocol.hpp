@@ -1,0 +1,58 @@
+// mcbus/multicast: the org.mcbus.Multicast1 protocol, as constants. docs/multicast-protocol.md
+// describes it in full.
+//
+// A publisher exports /org/mcbus/Multicast1 with:
+//   Join(as rules, u flags) -> (h socket, u version, u max_packet)
+//   Leave() -> ()
+// and sends each member its packets on the returned AF_UNIX SOCK_SEQPACKET socket, filtered by a
+// locked classic-BPF program compiled from the member's rules. Messages larger than max_packet
+// go to the member by unicast over the bus, announced in its packet stream by a Unicast marker,
+// so that the member handles everything in the publisher's serial order.
+#pragma once
+
+#include <mcbus/io/packets.hpp>
+#include <mcbus/wire/message.hpp>
+#include <mcbus/wire/names.hpp>
+
+#include <cstdint>
+#include <string_view>
+
+MCBUS_NAMESPACE_BEGIN
+namespace multicast {
+
+inline constexpr interface_name interface = "org.mcbus.Multicast1";
+inline constexpr object_path_view path = "/org/mcbus/Multicast1";
+inline constexpr member_name join_method = "Join";
+inline constexpr member_name leave_method = "Leave";
+// Signal sent to a member by unicast over the bus when the publisher drops it (over quota).
+inline constexpr member_name dropped_signal = "Dropped";
+// Marker packet: "the message with my serial comes to you over the bus"; never on the bus.
+inline constexpr member_name unicast_marker = "Unicast";
+
+inline constexpr std::uint32_t version = 1;
+// Join flags: none are defined in version 1; a publisher refuses unknown bits.
+inline constexpr std::uint32_t known_join_flags = 0;
+
+namespace errors {
+inline constexpr std::string_view access_denied = "org.mcbus.Multicast1.Error.AccessDenied";
+inline constexpr std::string_view invalid_rules = "org.mcbus.Multicast1.Error.InvalidRules";
+inline constexpr std::string_view unsupported_flags = "org.mcbus.Multicast1.Error.UnsupportedFlags";
+inline constexpr std::string_view too_many_members = "org.mcbus.Multicast1.Error.TooManyMembers";
+inline constexpr std::string_view failed = "org.mcbus.Multicast1.Error.Failed";
+}  // namespace errors
+
+// The rule every member's filter also accepts, so that markers always get through.
+inline constexpr std::string_view marker_rule =
+    "type='signal',path='/org/mcbus/Multicast1',interface='org.mcbus.Multicast1',member='Unicast'";
+
+inline bool is_marker(const message_view& m) noexcept {
+  const message_header& h = m.header();
+  return h.type == message_type::signal && h.member == unicast_marker.str() && h.interface == interface.str() &&
+         h.path == path.str();
+}
+
+// Serials wrap around: a is before b when the signed distance is negative.
+constexpr bool serial_before(std::uint32_t a, std::uint32_t b) noexcept { return static_cast<std::int32_t>(a - b) < 0; }
+
+}  // namespace multicast
+MCBUS_NAMESPACE_END
