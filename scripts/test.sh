@@ -51,6 +51,16 @@ if [[ -x "$root/scripts/fuzz-smoke.sh" ]]; then
   "$root/scripts/fuzz-smoke.sh"
 fi
 
+if [[ -x "$root/scripts/test-consumers.sh" ]]; then
+  stage "consumers: find_package, add_subdirectory, FetchContent, pkg-config, meson"
+  "$root/scripts/test-consumers.sh"
+fi
+
+if [[ -x "$root/scripts/test-embedded.sh" ]]; then
+  stage "embedded: embedded-minimal served on a bus; core tests on arm64 and armhf under qemu-user"
+  "$root/scripts/test-embedded.sh"
+fi
+
 stage "main build (RelWithDebInfo) and the full test suite"
 configure build/main -DCMAKE_BUILD_TYPE=RelWithDebInfo
 ninja -C build/main -j"$jobs" >/dev/null
