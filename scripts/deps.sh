@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   # build
-  g++ cmake ninja-build pkg-config meson clang libclang-rt-14-dev
+  g++ cmake ninja-build pkg-config meson clang libclang-rt-14-dev make file
   # libraries: liburing for the io_uring transport, fmt for the tools, GoogleTest and Google Benchmark
   liburing-dev libfmt-dev libgtest-dev googletest libbenchmark-dev
   # peers for differential tests and benchmarks
