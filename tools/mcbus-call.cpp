@@ -24,7 +24,8 @@ constexpr const char* usage =
     "\n"
     "Calls a D-Bus method and prints the reply as `busctl call` does: the reply's signature, then\n"
     "its values (arrays as a count followed by the elements, variants as a signature followed by\n"
-    "the value, strings quoted and C-escaped). Arguments use the same syntax.\n"
+    "the value, strings quoted and C-escaped). Arguments use the same syntax. Options may come\n"
+    "anywhere; after \"--\" everything is an argument (write negative numbers after it).\n"
     "\n"
     "  --address=ADDR     connect to this D-Bus address\n"
     "  --system           the system bus (the default, as for busctl)\n"
@@ -46,10 +47,15 @@ int main(int argc, char** argv) {
   mcbus_tools::bus_option bus(mcbus_tools::bus_option::kind::system);  // busctl's default
   double timeout_s = 25;
   std::vector<std::string> positional;
+  // As getopt does for busctl: options may come anywhere, and the first "--" ends them (so that
+  // "-5" can be an argument).
+  bool options_done = false;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
-    if (!positional.empty() || arg.empty() || arg[0] != '-' || arg == "-") {
+    if (options_done || arg.empty() || arg[0] != '-' || arg == "-") {
       positional.emplace_back(arg);
+    } else if (arg == "--") {
+      options_done = true;
     } else if (arg == "-h" || arg == "--help") {
       std::fputs(usage, stdout);
       return 0;
@@ -58,8 +64,6 @@ int main(int argc, char** argv) {
     } else if (arg.starts_with("--timeout=")) {
       timeout_s = std::strtod(std::string(arg.substr(10)).c_str(), nullptr);
       if (timeout_s <= 0) return bad_usage("--timeout needs a positive number of seconds");
-    } else if (arg == "--") {
-      for (++i; i < argc; ++i) positional.emplace_back(argv[i]);
     } else {
       return bad_usage("unknown option " + std::string(arg));
     }
@@ -111,7 +115,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "mcbus-call: cannot read the reply: %s\n", r.err().message().c_str());
     return 1;
   }
-  const std::string text = mcbus_tools::busctl_format(reply->header().signature, values);
+  const std::string text = mcbus_tools::busctl_format(reply->header().signature, values, reply->view().fds());
   if (!text.empty()) std::printf("%s\n", text.c_str());
   return 0;
 }

@@ -2,17 +2,24 @@
 //
 // Input: a signature, then one token per basic value; an array is its element count followed by
 // the elements, a variant its signature followed by its value, a struct or dict entry its fields
-// in order. Output: the signature, then the values the same way, strings quoted and C-escaped,
-// booleans as true/false, doubles as %g. Matching busctl byte for byte lets the two be compared.
+// in order. Numbers, booleans and doubles are read as systemd's parse-util does for busctl (see
+// integer() and boolean() below). Output: the signature, then the values the same way, strings
+// quoted and C-escaped, booleans as true/false, doubles as %g, fds by their number in this
+// process. Matching busctl byte for byte lets the two be compared (tests/integration does).
 #pragma once
 
 #include <mcbus/wire/value.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <initializer_list>
 #include <limits>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -46,7 +53,9 @@ inline void busctl_escape(std::string& out, std::string_view s) {
   }
 }
 
-inline void busctl_format_value(std::string& out, const mcbus::value& v) {
+// `fds` are the reply's fds: busctl prints a received fd by its number in its own process, not by
+// its index in the message.
+inline void busctl_format_value(std::string& out, const mcbus::value& v, std::span<const int> fds = {}) {
   char buf[64];
   auto sep = [&] {
     if (!out.empty()) out += ' ';
@@ -69,9 +78,12 @@ inline void busctl_format_value(std::string& out, const mcbus::value& v) {
     case 'q':
     case 'u':
     case 't':
-    case 'h':
       sep();
       out += std::to_string(v.bits());
+      break;
+    case 'h':
+      sep();
+      out += std::to_string(v.bits() < fds.size() ? fds[v.bits()] : -1);
       break;
     case 'd':
       sep();
@@ -89,26 +101,27 @@ inline void busctl_format_value(std::string& out, const mcbus::value& v) {
     case 'v':
       sep();
       out += v.items()[0].type();
-      busctl_format_value(out, v.items()[0]);
+      busctl_format_value(out, v.items()[0], fds);
       break;
     case 'a':
       sep();
       out += std::to_string(v.items().size());
-      for (const mcbus::value& e : v.items()) busctl_format_value(out, e);
+      for (const mcbus::value& e : v.items()) busctl_format_value(out, e, fds);
       break;
     case '(':
     case '{':
-      for (const mcbus::value& f : v.items()) busctl_format_value(out, f);
+      for (const mcbus::value& f : v.items()) busctl_format_value(out, f, fds);
       break;
     default: break;
   }
 }
 
 // "SIG V1 V2 ..." exactly as busctl call prints a reply body; empty for an empty body.
-inline std::string busctl_format(std::string_view signature, const std::vector<mcbus::value>& values) {
+inline std::string busctl_format(std::string_view signature, const std::vector<mcbus::value>& values,
+                                 std::span<const int> fds = {}) {
   if (signature.empty()) return {};
   std::string out(signature);
-  for (const mcbus::value& v : values) busctl_format_value(out, v);
+  for (const mcbus::value& v : values) busctl_format_value(out, v, fds);
   return out;
 }
 
@@ -144,26 +157,53 @@ class busctl_parser {
     return false;
   }
 
+  // Integers as systemd's safe_atoi()/safe_atou() family reads them: leading white space is
+  // skipped; 0x and 0 (strtol's base 0), 0b and 0o prefixes choose the base; the whole token must
+  // be used; an unsigned type takes "-0" but no other negative number.
   template <class T>
   bool integer(std::string_view tok, T& out) {
-    const std::string s(tok);
+    const std::string whole(tok);
+    const char* s = whole.c_str() + std::strspn(whole.c_str(), " \t\n\r");
+    int base = 0;
+    if (s[0] == '0' && (s[1] == 'b' || s[1] == 'B')) {
+      base = 2;
+      s += 2;
+    } else if (s[0] == '0' && (s[1] == 'o' || s[1] == 'O')) {
+      base = 8;
+      s += 2;
+    }
     char* end = nullptr;
     errno = 0;
+    bool ok;
     if constexpr (std::is_signed_v<T>) {
-      const long long v = std::strtoll(s.c_str(), &end, 0);
-      if (errno || !end || *end || s.empty() || v < std::numeric_limits<T>::min() ||
-          v > std::numeric_limits<T>::max()) {
-        return fail("not a valid number for its type: " + s);
-      }
+      const long long v = std::strtoll(s, &end, base);
+      ok = !errno && end != s && *end == '\0' && v >= std::numeric_limits<T>::min() &&
+           v <= std::numeric_limits<T>::max();
       out = static_cast<T>(v);
     } else {
-      const unsigned long long v = std::strtoull(s.c_str(), &end, 0);
-      if (errno || !end || *end || s.empty() || s[0] == '-' || v > std::numeric_limits<T>::max()) {
-        return fail("not a valid number for its type: " + s);
-      }
+      const unsigned long long v = std::strtoull(s, &end, base);
+      ok = !errno && end != s && *end == '\0' && (v == 0 || s[0] != '-') && v <= std::numeric_limits<T>::max();
       out = static_cast<T>(v);
     }
+    if (!ok) return fail("not a valid number for its type: " + whole);
     return true;
+  }
+
+  // parse_boolean() in systemd: these words in any case.
+  static int boolean(std::string_view tok) {
+    auto is = [&](std::initializer_list<std::string_view> words) {
+      for (std::string_view w : words) {
+        if (w.size() == tok.size() && std::equal(w.begin(), w.end(), tok.begin(), [](char a, char b) {
+              return a == std::tolower(static_cast<unsigned char>(b));
+            })) {
+          return true;
+        }
+      }
+      return false;
+    };
+    if (is({"1", "yes", "y", "true", "t", "on"})) return 1;
+    if (is({"0", "no", "n", "false", "f", "off"})) return 0;
+    return -1;
   }
 
   bool parse(std::string_view type, mcbus::value& out) {
@@ -214,20 +254,19 @@ class busctl_parser {
       case 'h': return fail("unix fds cannot be given on the command line");
       case 'b': {
         if (!next(tok, type)) return false;
-        if (tok == "1" || tok == "yes" || tok == "y" || tok == "true" || tok == "t" || tok == "on") {
-          out = mcbus::value::boolean(true);
-        } else if (tok == "0" || tok == "no" || tok == "n" || tok == "false" || tok == "f" || tok == "off") {
-          out = mcbus::value::boolean(false);
-        } else {
-          return fail("not a boolean: " + tok);
-        }
+        const int b = boolean(tok);
+        if (b < 0) return fail("not a boolean: " + tok);
+        out = mcbus::value::boolean(b == 1);
         return true;
       }
       case 'd': {
+        // strtod in the C locale, and out of range (overflow, or a result too small to be
+        // normal) is an error, as in systemd's safe_atod().
         if (!next(tok, type)) return false;
         char* end = nullptr;
+        errno = 0;
         const double d = std::strtod(tok.c_str(), &end);
-        if (!end || *end || tok.empty()) return fail("not a number: " + tok);
+        if (errno || end == tok.c_str() || *end) return fail("not a valid double: " + tok);
         out = mcbus::value::double_(d);
         return true;
       }
