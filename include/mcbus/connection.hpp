@@ -389,9 +389,16 @@ class basic_connection {
   void on_multicast_lost(std::function<void(std::string_view publisher, const error&)> fn) {
     st_->multicast_lost = std::move(fn);
   }
+  // Called when subscribe() could not join a sender's group and used the bus instead (the sender
+  // offers no group, refused us, or did not answer in time): the reason, for logs.
+  void on_multicast_fallback(std::function<void(std::string_view sender, const call_error&)> fn) {
+    st_->multicast_fallback = std::move(fn);
+  }
 
   // ---- for the multicast publisher ------------------------------------------------------------
 
+  // True inside a loop iteration (handlers run there): sends are then batched until it ends.
+  bool dispatching() const noexcept { return st_->iterating > 0; }
   // The next serial of this connection: bus and multicast messages share one sequence.
   std::uint32_t allocate_serial() noexcept { return next_serial(); }
   Transport& transport() noexcept { return st_->transport; }
@@ -529,6 +536,7 @@ class basic_connection {
     // Multicast: groups joined, names known not to be publishers, the publisher's hooks.
     multicast::membership_set members;
     std::function<void(std::string_view, const error&)> multicast_lost;
+    std::function<void(std::string_view, const call_error&)> multicast_fallback;
     std::function<bool(message&)> send_hook;
     std::function<void(std::uint64_t, int)> packet_sent;
     std::function<void(std::uint32_t)> packet_writable;
@@ -820,7 +828,10 @@ class basic_connection {
     if (multicast::membership* m = s.members.find(publisher)) rules = m->rules;
     rules.push_back(rule);
     auto joined = join_call(bus_name::from_unchecked(sender), rules);
-    if (!joined) return joined.error();
+    if (!joined) {
+      if (s.multicast_fallback) s.multicast_fallback(sender, joined.error());
+      return joined.error();
+    }
     install_group(publisher, std::string(sender), std::move(joined->first), joined->second, std::move(rules));
     return publisher;
   }

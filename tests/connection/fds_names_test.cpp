@@ -79,6 +79,32 @@ TEST_P(FdsAndNames, FdsTravelBothWays) {
   EXPECT_EQ(*back, "and back");
 }
 
+// Regression: a message with fds used to share one sendmsg() with the messages queued after it,
+// and dbus-broker closes a connection that does that.
+TEST_P(FdsAndNames, AMessageWithFdsIsNotBatchedWithWhatFollows) {
+  MCBUS_TEST_CONNECT(server);
+  MCBUS_TEST_CONNECT(client);
+  auto obj = server.add_object("/fd", object_builder().interface("org.example.Fd").method("Give", [&](method_call& c) {
+    deferred_reply r = c.defer();
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return;
+    unix_fd keep(p[0]);
+    ::close(p[1]);
+    r.reply(keep);  // queued first: inside a handler, sends are batched until the iteration ends
+    for (int i = 0; i < 3; ++i) (void)server.emit(message::signal("/fd", "org.example.Fd", "After"));
+  }));
+  int after = 0;
+  auto sub = client.subscribe("type='signal',member='After'", [&](const message_view&) { ++after; });
+  ASSERT_TRUE(sub);
+  std::optional<bool> got_fd;
+  message m = message::method_call(bus_name::from_unchecked(server.unique_name()), "/fd", "org.example.Fd", "Give");
+  ASSERT_FALSE(
+      client.call_async(std::move(m), [&](call_result<message_view> r) { got_fd = r && r->fds().size() == 1; }));
+  ASSERT_TRUE(turn_both(server, client, [&] { return got_fd.has_value() && after == 3; }));
+  EXPECT_TRUE(*got_fd);
+  EXPECT_TRUE(server.connected());
+}
+
 TEST_P(FdsAndNames, NoFdLeaksAcrossManyCalls) {
   MCBUS_TEST_CONNECT(server);
   MCBUS_TEST_CONNECT(client);

@@ -312,6 +312,13 @@ class object_builder {
     return *this;
   }
 
+  // Declares the out signature of the last method, for handlers that defer their reply (their
+  // return type cannot say what the reply will hold).
+  object_builder& returns(std::string_view out_signature) {
+    if (!current().methods.empty()) current().methods.back().out_signature = std::string(out_signature);
+    return *this;
+  }
+
   // Marks the last property as not announced through PropertiesChanged.
   object_builder& no_changed_signal() {
     if (!current().properties.empty()) current().properties.back().emits_changed = false;

@@ -93,6 +93,9 @@ class auto_transport {
   void send_packets(std::span<packet_send* const> chain) {
     std::visit([&](auto& t) { t.send_packets(chain); }, impl_);
   }
+  void reap_packet_sends() {
+    std::visit([](auto& t) { t.reap_packet_sends(); }, impl_);
+  }
   void watch_writable(std::uint32_t id, int fd) {
     std::visit([&](auto& t) { t.watch_writable(id, fd); }, impl_);
   }

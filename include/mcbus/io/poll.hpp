@@ -139,6 +139,9 @@ class poll_transport {
     }
   }
 
+  // Reports the results of packet sends made so far, now.
+  void reap_packet_sends() { deliver_sends(); }
+
   // Reports through packet_handler::writable once `fd` can take packets again.
   void watch_writable(std::uint32_t id, int fd) {
     watches_.push_back({id, fd});

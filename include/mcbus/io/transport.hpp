@@ -86,8 +86,9 @@ inline error collect_fds(const msghdr& mh, received_fds& out) {
 }
 
 // The queue of messages waiting to be written to a stream socket. It hands out batches for one
-// sendmsg(): a message that carries fds starts a batch (so its fds travel with its first byte, as
-// dbus-broker requires) and fd-less messages after it join the batch, up to IOV_MAX iovecs.
+// sendmsg(): fd-less messages are batched, up to max_iov iovecs; a message that carries fds goes
+// alone, so that its fds travel with its first byte and with nothing after it (dbus-broker
+// closes the connection otherwise).
 class send_queue {
  public:
   static constexpr std::size_t max_iov = 64;
@@ -104,7 +105,7 @@ class send_queue {
     std::memset(&mh, 0, sizeof(mh));
     for (std::size_t i = 0; i < queue_.size() && iov_count_ + 2 <= max_iov; ++i) {
       message& m = queue_[i];
-      if (i > 0 && !m.fds().empty()) break;
+      if (i > 0 && (!m.fds().empty() || !queue_[0].fds().empty())) break;
       const std::size_t skip = i == 0 ? front_sent_ : 0;
       bytes += add_span(m.header_bytes(), skip);
       bytes += add_span(m.body_bytes(), skip > m.header_bytes().size() ? skip - m.header_bytes().size() : 0);

@@ -163,6 +163,33 @@ class uring_transport {
     }
   }
 
+  // Handles the packet-send and writable completions that are ready, now; others wait for the
+  // next wait(). A publisher calls this before it queues more, so that one emit() learns how the
+  // previous one went without running the loop.
+  void reap_packet_sends() {
+    state& s = *state_;
+    io_uring_cqe* cqe;
+    std::vector<stashed_cqe> mine;
+    while (io_uring_peek_cqe(&s.ring, &cqe) == 0) {
+      const stashed_cqe c{io_uring_cqe_get_data64(cqe), cqe->res, cqe->flags};
+      io_uring_cqe_seen(&s.ring, cqe);
+      if (kind_of(c.tag) == kind_packet_send || kind_of(c.tag) == kind_writable) {
+        mine.push_back(c);
+      } else if (c.tag == tag_send) {
+        (void)on_sent(c.res);
+      } else {
+        s.stashed.push_back(c);
+      }
+    }
+    for (const stashed_cqe& c : mine) {
+      if (kind_of(c.tag) == kind_packet_send) {
+        if (s.packets.sent) s.packets.sent(payload_of(c.tag), c.res);
+      } else if (s.packets.writable) {
+        s.packets.writable(static_cast<std::uint32_t>(payload_of(c.tag)));
+      }
+    }
+  }
+
   void watch_writable(std::uint32_t id, int fd) {
     if (io_uring_sqe* sqe = get_sqe()) {
       io_uring_prep_poll_add(sqe, fd, POLLOUT);
@@ -616,6 +643,7 @@ class uring_transport {
   void remove_packet_source(std::uint32_t) {}
   void send_packets(std::span<packet_send* const>) {}
   void watch_writable(std::uint32_t, int) {}
+  void reap_packet_sends() {}
   template <class Fn>
   void drain_packets(std::uint32_t, Fn&&) {}
 };

@@ -158,6 +158,12 @@ class writer {
     fds_->push_back(std::move(copy));
     put_fixed<std::uint32_t>(index);
   }
+  // Bytes that are already marshalled for this position (a body copied from another message
+  // whose body also started 8-aligned, in the same byte order).
+  void put_raw(std::span<const std::byte> bytes) {
+    if (!err_) out_.append(bytes.data(), bytes.size());
+  }
+
   // An fd index as is, for re-encoding a message whose fds travel separately.
   void put_fd_index(std::uint32_t index) { put_fixed<std::uint32_t>(index); }
 
