@@ -384,6 +384,11 @@ class basic_connection {
     for (const auto& [name, m] : st_->members.all()) out.emplace_back(name, m.packets);
     return out;
   }
+  // The group socket joined with `publisher` (-1 if none): for inspection, not for reading.
+  int multicast_socket(std::string_view publisher) const {
+    const multicast::membership* m = st_->members.find(publisher);
+    return m ? m->socket.get() : -1;
+  }
   // Called when a publisher drops this member or its group closes; the subscriptions on it have
   // moved to the bus by then.
   void on_multicast_lost(std::function<void(std::string_view publisher, const error&)> fn) {
@@ -437,6 +442,8 @@ class basic_connection {
   // For a foreign event loop: poll fd() for events(), wake after timeout() ms (-1: no deadline),
   // then call process().
   int fd() const noexcept { return st_->transport.poll_fd(); }
+  // The bus socket itself (fd() may be an io_uring or epoll fd that covers it).
+  int socket_fd() const noexcept { return st_->transport.socket(); }
   short events() const noexcept {
     if constexpr (requires(const Transport& t) { t.poll_events(); }) {
       return st_->transport.poll_events();

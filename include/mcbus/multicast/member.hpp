@@ -69,6 +69,10 @@ class membership_set {
     auto it = by_publisher_.find(publisher);
     return it == by_publisher_.end() ? nullptr : &it->second;
   }
+  const membership* find(std::string_view publisher) const {
+    auto it = by_publisher_.find(publisher);
+    return it == by_publisher_.end() ? nullptr : &it->second;
+  }
   membership* by_source(std::uint32_t source) {
     for (auto& [name, m] : by_publisher_) {
       if (m.source == source) return &m;

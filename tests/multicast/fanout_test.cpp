@@ -1,0 +1,232 @@
+// The multicast fast path: who gets what, the locked filter, admission, and members that leave.
+#include <mcbus/multicast.hpp>
+
+#include <gtest/gtest.h>
+#include <linux/filter.h>
+#include <sys/socket.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "harness.hpp"
+
+using namespace mcbus;
+using mcbus_test::bus_test;
+using mcbus_test::looper;
+using mcbus_test::reading;
+using mcbus_test::received_log;
+
+namespace {
+
+class Multicast : public bus_test {
+ protected:
+  // A publisher owning `name`, running in its own loop; `pub` is used on that loop only.
+  struct publisher_side {
+    std::unique_ptr<looper> loop;
+    multicast::publisher* pub = nullptr;
+    std::string unique;
+  };
+
+  void start_publisher(publisher_side& p, const std::string& name, multicast::publisher_options opts = {}) {
+    auto c = connect();
+    ASSERT_TRUE(c) << c.error().message();
+    p.unique = c->unique_name();
+    p.loop = std::make_unique<looper>(std::move(*c));
+    std::shared_ptr<multicast::publisher> made =
+        p.loop->run([&](connection& conn) -> std::shared_ptr<multicast::publisher> {
+          auto owned = conn.request_name(bus_name::from_unchecked(name));
+          if (!owned || *owned != request_name_reply::primary_owner) return nullptr;
+          auto created = multicast::publisher::create(conn, opts);
+          if (!created) return nullptr;
+          return std::shared_ptr<multicast::publisher>(std::move(*created));
+        });
+    ASSERT_TRUE(made);
+    p.pub = made.get();
+    p.loop->keep(std::move(made));
+  }
+
+  // A subscriber with one rule, running in its own loop.
+  struct subscriber_side {
+    std::unique_ptr<looper> loop;
+    std::shared_ptr<received_log> log = std::make_shared<received_log>();
+    std::string unique;
+  };
+
+  void start_subscriber(subscriber_side& s, const std::string& rule, subscribe_via via = subscribe_via::automatic) {
+    auto c = connect();
+    ASSERT_TRUE(c) << c.error().message();
+    s.unique = c->unique_name();
+    s.loop = std::make_unique<looper>(std::move(*c));
+    auto log = s.log;
+    std::shared_ptr<subscription> kept;
+    const std::string err = s.loop->run([&](connection& conn) -> std::string {
+      auto sub = conn.subscribe(
+          rule, [log](const message_view& m) { log->add(m); }, via);
+      if (!sub) return sub.error().message();
+      kept = std::make_shared<subscription>(std::move(*sub));
+      return {};
+    });
+    ASSERT_EQ(err, "");
+    s.loop->keep(std::move(kept));
+  }
+
+  static std::size_t received(subscriber_side& s) {
+    return s.loop->run([&](connection&) { return s.log->serials.size(); });
+  }
+  static std::uint64_t packets(subscriber_side& s, const std::string& publisher) {
+    return s.loop->run([&](connection& c) -> std::uint64_t {
+      for (const auto& [name, n] : c.multicast_groups()) {
+        if (name == publisher) return n;
+      }
+      return ~std::uint64_t{0};  // not a member
+    });
+  }
+
+  std::string name(std::string_view base) const {
+    return std::string(base) + "." + mcbus_test::param_name({GetParam(), 0});
+  }
+};
+MCBUS_ALL_BUSES_AND_TRANSPORTS(Multicast);
+
+TEST_P(Multicast, EachMemberGetsExactlyItsMatchesInOrder) {
+  publisher_side p;
+  start_publisher(p, name("org.mcbus.Test.Fanout"));
+  const std::string sender = name("org.mcbus.Test.Fanout");
+  subscriber_side a, b, none;
+  start_subscriber(a, "type='signal',sender='" + sender + "',member='Reading',arg0='a'");
+  start_subscriber(b, "type='signal',sender='" + sender + "',member='Other'");
+  start_subscriber(none, "type='signal',sender='" + sender + "',arg0='nobody-sends-this'");
+  ASSERT_EQ(p.loop->run([&](connection&) { return p.pub->member_count(); }), 3u);
+
+  constexpr int n = 300;
+  const error e = p.loop->run([&](connection&) {
+    for (int i = 0; i < n; ++i) {
+      if (error err = p.pub->emit(reading(i % 2 ? "a" : "b", i))) return err;
+      if (i % 10 == 0) {
+        if (error err = p.pub->emit(reading("x", i, "Other"))) return err;
+      }
+    }
+    return error();
+  });
+  ASSERT_FALSE(e) << e.message();
+  ASSERT_TRUE(a.loop->wait_for([&] { return a.log->serials.size() >= n / 2; }));
+  ASSERT_TRUE(b.loop->wait_for([&] { return b.log->serials.size() >= n / 10; }));
+  // Everything sent has been written to the sockets: a short turn of the loops settles it.
+  ASSERT_TRUE(p.loop->wait_for([&] { return p.pub->queued(a.unique) == 0 && p.pub->queued(none.unique) == 0; }));
+  ASSERT_TRUE(a.loop->wait_for([&] { return true; }));
+
+  EXPECT_EQ(received(a), static_cast<std::size_t>(n / 2));
+  EXPECT_EQ(received(b), static_cast<std::size_t>(n / 10));
+  EXPECT_EQ(received(none), 0u);
+  a.loop->run([&](connection&) {
+    EXPECT_TRUE(a.log->increasing());
+    for (const std::string& s : a.log->args) EXPECT_EQ(s, "a");
+    return 0;
+  });
+  // They came through the group, not the bus, and the member whose rule matches nothing was
+  // never sent a single packet: counted on its socket.
+  EXPECT_EQ(packets(a, p.unique), static_cast<std::uint64_t>(n / 2));
+  EXPECT_EQ(packets(b, p.unique), static_cast<std::uint64_t>(n / 10));
+  EXPECT_EQ(packets(none, p.unique), 0u);
+}
+
+TEST_P(Multicast, TheFilterIsLockedOnTheMembersSocket) {
+  publisher_side p;
+  const std::string sender = name("org.mcbus.Test.Lock");
+  start_publisher(p, sender);
+  subscriber_side s;
+  start_subscriber(s, "type='signal',sender='" + sender + "',member='Reading'");
+  const int fd = s.loop->run([&](connection& c) { return c.multicast_socket(p.unique); });
+  ASSERT_GE(fd, 0);
+  const int ignored = 0;
+  EXPECT_NE(::setsockopt(fd, SOL_SOCKET, SO_DETACH_FILTER, &ignored, sizeof(ignored)), 0);
+  EXPECT_EQ(errno, EPERM);
+  sock_filter accept_all[] = {{BPF_RET | BPF_K, 0, 0, 0xffffffff}};
+  sock_fprog prog{1, accept_all};
+  EXPECT_NE(::setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)), 0);
+  EXPECT_EQ(errno, EPERM);
+  const int zero = 0;
+  EXPECT_NE(::setsockopt(fd, SOL_SOCKET, SO_LOCK_FILTER, &zero, sizeof(zero)), 0);
+}
+
+TEST_P(Multicast, AdmissionCanDenyAndRestrict) {
+  publisher_side p;
+  const std::string sender = name("org.mcbus.Test.Admission");
+  multicast::publisher_options opts;
+  std::string deny_name;
+  opts.admit = [&deny_name](const multicast::credentials& c) {
+    if (c.unique_name == deny_name) return multicast::admission::deny("not this one");
+    return multicast::admission::restrict_to({"arg0='allowed'"});
+  };
+  start_publisher(p, sender, opts);
+  subscriber_side restricted, denied;
+  start_subscriber(restricted, "type='signal',sender='" + sender + "',member='Reading'");
+  {
+    auto c = connect();
+    ASSERT_TRUE(c);
+    p.loop->run([&](connection&) {
+      deny_name = c->unique_name();
+      return 0;
+    });
+    denied.unique = c->unique_name();
+    denied.loop = std::make_unique<looper>(std::move(*c));
+    auto log = denied.log;
+    std::shared_ptr<subscription> kept;
+    ASSERT_TRUE(denied.loop->run([&](connection& conn) {
+      auto sub = conn.subscribe("type='signal',sender='" + sender + "',member='Reading'",
+                                [log](const message_view& m) { log->add(m); });
+      if (sub) kept = std::make_shared<subscription>(std::move(*sub));
+      return static_cast<bool>(sub);
+    }));
+    denied.loop->keep(std::move(kept));
+  }
+  EXPECT_EQ(p.loop->run([&](connection&) { return p.pub->stats().denied; }), 1u);
+  ASSERT_FALSE(p.loop->run([&](connection&) {
+    for (const char* who : {"allowed", "other", "allowed"}) {
+      if (error e = p.pub->emit(reading(who, 1))) return e;
+    }
+    return error();
+  }));
+  // Restricted: only what both its rule and the policy accept, through the group.
+  ASSERT_TRUE(restricted.loop->wait_for([&] { return restricted.log->serials.size() >= 2; }));
+  // Denied: it still gets everything, through the bus (the publisher's bus copy).
+  ASSERT_TRUE(denied.loop->wait_for([&] { return denied.log->serials.size() >= 3; }));
+  EXPECT_EQ(packets(denied, p.unique), ~std::uint64_t{0});  // never became a member
+  EXPECT_EQ(received(restricted), 2u);
+  EXPECT_EQ(packets(restricted, p.unique), 2u);
+  restricted.loop->run([&](connection&) {
+    for (const std::string& s : restricted.log->args) EXPECT_EQ(s, "allowed");
+    return 0;
+  });
+}
+
+TEST_P(Multicast, MembersThatLeaveOrVanishAreCleanedUpWithoutFdLeaks) {
+  publisher_side p;
+  const std::string sender = name("org.mcbus.Test.Leave");
+  start_publisher(p, sender);
+  auto fds = [] {
+    std::size_t n = 0;
+    for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+    return n;
+  };
+  const std::size_t before = fds();
+  for (int round = 0; round < 3; ++round) {
+    subscriber_side left, crashed;
+    start_subscriber(left, "type='signal',sender='" + sender + "'");
+    start_subscriber(crashed, "type='signal',sender='" + sender + "'");
+    ASSERT_EQ(p.loop->run([&](connection&) { return p.pub->member_count(); }), 2u);
+    left.loop.reset();                     // the subscription ends: Leave
+    crashed.loop->run([](connection& c) {  // the process "crashes": its socket closes under it
+      const int fd = c.socket_fd();
+      ::shutdown(fd, SHUT_RDWR);
+      return 0;
+    });
+    crashed.loop.reset();
+    ASSERT_TRUE(p.loop->wait_for([&] { return p.pub->member_count() == 0; }));
+  }
+  EXPECT_EQ(fds(), before);
+}
+
+}  // namespace

@@ -1,0 +1,130 @@
+// Test harness: connections that run their loops in their own threads (a publisher must answer
+// Join while a subscriber blocks in subscribe()), with work posted to them and results waited for
+// with deadlines.
+#pragma once
+
+#include <mcbus/multicast.hpp>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "fixture.hpp"
+
+namespace mcbus_test {
+
+class looper {
+ public:
+  explicit looper(mcbus::connection conn) : conn_(std::move(conn)) {
+    thread_ = std::thread([this] { loop(); });
+  }
+  looper(const looper&) = delete;
+  looper& operator=(const looper&) = delete;
+  ~looper() { stop(); }
+
+  // Runs f(connection&) on the loop thread and returns what it returns.
+  template <class F>
+  auto run(F&& f) -> decltype(f(std::declval<mcbus::connection&>())) {
+    using R = decltype(f(std::declval<mcbus::connection&>()));
+    auto task = std::make_shared<std::packaged_task<R()>>([this, &f]() -> R { return f(conn_); });
+    auto done = task->get_future();
+    {
+      std::lock_guard lock(mutex_);
+      tasks_.push_back([task] { (*task)(); });
+    }
+    return done.get();
+  }
+
+  // Waits until pred() (evaluated on the loop thread) is true; false after the deadline.
+  template <class Pred>
+  bool wait_for(Pred&& pred, std::chrono::milliseconds limit = std::chrono::seconds(30)) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (run([&](mcbus::connection&) { return static_cast<bool>(pred()); })) return true;
+    }
+    return run([&](mcbus::connection&) { return static_cast<bool>(pred()); });
+  }
+
+  // Keeps an object alive until the loop ends, and destroys it on the loop thread.
+  void keep(std::shared_ptr<void> p) {
+    run([&](mcbus::connection&) {
+      kept_.push_back(std::move(p));
+      return 0;
+    });
+  }
+
+  void stop() {
+    if (!thread_.joinable()) return;
+    stopping_ = true;
+    thread_.join();
+  }
+
+  // Stops turning the loop (the connection stays open): a member that does not read.
+  void pause(bool on) { paused_ = on; }
+
+ private:
+  void loop() {
+    while (!stopping_) {
+      std::deque<std::function<void()>> work;
+      {
+        std::lock_guard lock(mutex_);
+        work.swap(tasks_);
+      }
+      for (auto& w : work) w();
+      if (paused_ || !conn_.connected()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));  // idle: nothing to turn
+        continue;
+      }
+      (void)conn_.run_for(std::chrono::milliseconds(1));
+    }
+    kept_.clear();  // subscriptions and publishers die on their own thread
+    std::lock_guard lock(mutex_);
+    for (auto& w : tasks_) w();
+  }
+
+  mcbus::connection conn_;
+  std::thread thread_;
+  std::mutex mutex_;
+  std::deque<std::function<void()>> tasks_;
+  std::vector<std::shared_ptr<void>> kept_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> paused_{false};
+};
+
+// What one subscriber saw: the serials and first arguments of the signals it handled.
+struct received_log {
+  std::vector<std::uint32_t> serials;
+  std::vector<std::string> args;
+  std::vector<std::string> members;
+
+  void add(const mcbus::message_view& m) {
+    serials.push_back(m.serial());
+    auto a = m.read_first<std::string>();
+    args.push_back(a ? *a : std::string());
+    members.emplace_back(m.header().member);
+  }
+  bool increasing() const {
+    for (std::size_t i = 1; i < serials.size(); ++i) {
+      if (!mcbus::multicast::serial_before(serials[i - 1], serials[i])) return false;
+    }
+    return true;
+  }
+};
+
+inline mcbus::message reading(std::string_view sensor, double value, std::string_view member = "Reading") {
+  mcbus::message m =
+      mcbus::message::signal("/org/mcbus/Sensor", "org.mcbus.Sensor1", mcbus::member_name::from_unchecked(member));
+  m.append(sensor, value, std::uint64_t{0});
+  return m;
+}
+
+}  // namespace mcbus_test
