@@ -169,7 +169,7 @@ class poll_transport {
   template <class Sink>
   error receive(Sink& sink) {
     for (int round = 0; round < 16; ++round) {
-      iovec iov{buf_.data(), buf_.size()};
+      iovec iov{buf_.get(), chunk_size};
       alignas(cmsghdr) unsigned char control[detail::fd_cmsg_space];
       msghdr mh{};
       mh.msg_iov = &iov;
@@ -187,7 +187,7 @@ class poll_transport {
       }
       error fd_error = detail::collect_fds(mh, fds_);
       if (n == 0) return {errc::disconnected, error::no_offset, "peer closed the connection"};
-      sink(std::span<const std::byte>(buf_.data(), static_cast<std::size_t>(n)), fds_);
+      sink(std::span<const std::byte>(buf_.get(), static_cast<std::size_t>(n)), fds_);
       if (fd_error) return fd_error;
     }
     return {};
@@ -274,7 +274,10 @@ class poll_transport {
   bool can_pass_fds_ = false;
   detail::send_queue out_;
   received_fds fds_;
-  std::vector<std::byte> buf_ = std::vector<std::byte>(chunk_size);
+  // Not value-initialized: recvmsg overwrites what it uses, and pages never written stay out of
+  // the process's resident memory (a zeroed vector made all 64 KiB resident in every connection,
+  // and in the poll_transport that auto_transport default-constructs). docs/embedded.md.
+  std::unique_ptr<std::byte[]> buf_ = std::make_unique_for_overwrite<std::byte[]>(chunk_size);
   packet_handler packets_;
   std::vector<source> sources_;
   std::vector<watch> watches_;
