@@ -107,23 +107,17 @@ message encode_call() {
 // The payload is borrowed: the message references it, and a sender gathers it straight into
 // sendmsg(). sd-bus and libdbus have no such call (sd-bus's memfd arrays need the data in a sealed
 // memfd first), so they copy it; encode_blob_copy() is mcbus copying too, for comparison.
-message encode_blob() {
+template <class Payload>
+message blob_message(const Payload& payload) {
   message m = message::signal(mcbus::object_path_view::from_unchecked(blob_path_v),
                               mcbus::interface_name::from_unchecked(blob_interface_v),
                               mcbus::member_name::from_unchecked(blob_member_v));
-  m.append(mcbus::borrow(std::span<const std::uint8_t>(blob())));
+  m.append(payload);
   if (mcbus::error e = m.seal()) fail("seal blob", e);
   return m;
 }
-
-message encode_blob_copy() {
-  message m = message::signal(mcbus::object_path_view::from_unchecked(blob_path_v),
-                              mcbus::interface_name::from_unchecked(blob_interface_v),
-                              mcbus::member_name::from_unchecked(blob_member_v));
-  m.append(std::span<const std::uint8_t>(blob()));
-  if (mcbus::error e = m.seal()) fail("seal blob", e);
-  return m;
-}
+message encode_blob() { return blob_message(mcbus::borrow(std::span<const std::uint8_t>(blob()))); }
+message encode_blob_copy() { return blob_message(std::span<const std::uint8_t>(blob())); }
 
 void read_strings(reader& r, checksum& c) {
   const reader::array_cursor a = r.open_array("s");
