@@ -197,7 +197,6 @@ TEST_P(CallVsBusctl, EchoArgsTopLevelSignatures) {
       {"vvv", "i", "1", "v", "s", "x", "as", "0"},
       {"(i(s(d(b))))", "1", "x", "2.5", "false"},
   };
-  for (const std::string& s : tricky_strings) a.push_back({"s", s});
   expect_same(echo_args(a));
 }
 
