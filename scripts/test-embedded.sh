@@ -121,6 +121,12 @@ check_service() {  # check_service LABEL WORKDIR [RUNNER...] BINARY
   exec {svc_fd}>&- {mon_fd}>&-
 }
 
+# The size of a stripped copy, and the shared libraries a program needs.
+stripped_size() {  # stripped_size STRIP BINARY
+  "$1" -o "$2.stripped" "$2" && echo "$(stat -c %s "$2.stripped") bytes stripped" && rm -f "$2.stripped"
+}
+needed() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ' | sed 's/ $//'; }
+
 # ---- host: the example inside the mcbus build, with mcbus-call to call it ----------------------
 host() {
   local b=$root/build-embedded
@@ -129,7 +135,7 @@ host() {
   quiet "$b/logs/build.log" ninja -C "$b" -j"$jobs" embedded-minimal mcbus-call
   local bin=$b/examples/embedded-minimal/embedded-minimal
   if readelf -d "$bin" | grep -q 'NEEDED.*liburing'; then fail "host: embedded-minimal links liburing"; fi
-  say "ok     host: embedded-minimal built, $(stat -c %s "$bin") bytes (not stripped)"
+  say "ok     host: embedded-minimal built: $(stripped_size strip "$bin"), needs $(needed "$bin")"
   check_service host "$b/run" "$bin"
 }
 
@@ -153,7 +159,7 @@ cross() {  # cross NAME TRIPLE QEMU FILE_PATTERN
     fail "$name: embedded-minimal is not a $pattern binary: $(file -L "$bin")"
     return
   fi
-  say "ok     $name: embedded-minimal built, $(stat -c %s "$bin") bytes (not stripped)"
+  say "ok     $name: embedded-minimal built: $(stripped_size "$triple-strip" "$bin"), needs $(needed "$bin")"
   check_service "$name" "$b/run" "$qemu" -L "/usr/$triple" "$bin"
 
   # The core tests. -O1: they run under emulation, and -O1 builds much faster than -O2 while
