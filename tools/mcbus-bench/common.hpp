@@ -5,6 +5,7 @@
 #include <mcbus/connection.hpp>
 
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,6 +55,13 @@ inline double process_cpu_s() {
   timespec ts;
   ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
+}
+
+// Voluntary context switches of this process so far: how often it waited.
+inline std::uint64_t context_switches() {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  return static_cast<std::uint64_t>(ru.ru_nvcsw);
 }
 
 // Sleeps briefly while waiting on another process: gives the CPU away (2 cores are shared by

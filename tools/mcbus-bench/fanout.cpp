@@ -185,6 +185,7 @@ result_figures run_path(const plan& p, const path& route, const options& o, json
   };
   const double bus0 = bus_cpu();
   const double cpu0 = process_cpu_s();
+  const std::uint64_t switches0 = context_switches();
   const std::uint64_t t0 = now_ns();
   c.go.store(1, std::memory_order_release);
 
@@ -229,6 +230,7 @@ result_figures run_path(const plan& p, const path& route, const options& o, json
     nap();
   }
   const double cpu_emitter = process_cpu_s() - cpu0;
+  r.switches_emitter = context_switches() - switches0;
   const double bus1 = bus_cpu();
   std::uint64_t t_end = t0;
   for (unsigned i = 0; i < p.subscribers; ++i) {
@@ -282,6 +284,7 @@ result_figures run_path(const plan& p, const path& route, const options& o, json
     r.reordered += s.reordered;
     r.extra += s.extra;
     r.cpu_subscribers_s += s.cpu_load_s;
+    r.switches_subscribers += s.switches;
     const std::uint32_t* samples = sh.samples(i);
     const std::uint64_t load_n = std::min(d, s.expected_load);
     load_lat.insert(load_lat.end(), samples, samples + load_n);

@@ -72,6 +72,7 @@ struct sub_slot {
   std::atomic<std::uint64_t> load_done_ns{0};
   std::atomic<std::uint64_t> last_ns{0};
   double cpu_load_s = 0;
+  std::uint64_t switches = 0;  // context switches (voluntary: waits) during the load phase
   std::uint64_t reordered = 0;
   std::uint64_t extra = 0;  // more messages than expected
   std::uint64_t sample_offset = 0;
@@ -100,7 +101,10 @@ class shared_state {
 class recorder {
  public:
   recorder(const shared_state& sh, unsigned i) : sh_(sh), slot_(sh.slot(i)), samples_(sh.samples(i)) {}
-  void started() { cpu_go_ = process_cpu_s(); }
+  void started() {
+    cpu_go_ = process_cpu_s();
+    switches_go_ = context_switches();
+  }
   void received(std::uint32_t seq, std::uint64_t sent_ns) {
     const std::uint64_t t = now_ns();
     const std::uint64_t n = slot_.delivered.load(std::memory_order_relaxed);
@@ -115,6 +119,7 @@ class recorder {
     slot_.last_ns.store(t, std::memory_order_relaxed);
     if (n + 1 == slot_.expected_load) {
       slot_.cpu_load_s = process_cpu_s() - cpu_go_;
+      slot_.switches = context_switches() - switches_go_;
       slot_.load_done_ns.store(t, std::memory_order_relaxed);
     }
     slot_.delivered.store(n + 1, std::memory_order_release);
@@ -132,6 +137,7 @@ class recorder {
   std::uint32_t* samples_;
   std::uint32_t last_seq_ = 0;
   double cpu_go_ = 0;
+  std::uint64_t switches_go_ = 0;
 };
 
 // One side of a path. The emitter lives in the harness process; subscribers in forked children.
@@ -169,6 +175,7 @@ struct result_figures {
   std::uint64_t delivered = 0, expected = 0, delivered_load = 0, expected_load = 0;
   std::uint64_t reordered = 0, extra = 0;
   double cpu_s = 0, cpu_emitter_s = 0, cpu_subscribers_s = 0, cpu_bus_s = 0;
+  std::uint64_t switches_emitter = 0, switches_subscribers = 0;
   double p50_us = 0, p99_us = 0, load_p50_us = 0, load_p99_us = 0;
 };
 

@@ -124,7 +124,7 @@ int run_signals_bus(const options& o) {
     const result_figures r = run_path(p, route, o, extras);
     json_line line;
     line.str("mode", "signals-bus").str("impl", impl).str("bus", bus->name).integer("messages", p.messages);
-    line.num("seconds", r.seconds, 4).num("per_s", r.emitted_per_s, 0);
+    line.num("seconds", r.seconds, 4).num("per_s", r.emitted_per_s, 0).num("per_cpu_s", ratio(p.messages, r.cpu_s), 0);
     line.integer("delivered", r.delivered).integer("expected", r.expected);
     line.num("cpu_s", r.cpu_s, 3).num("p50_us", r.p50_us, 1).num("p99_us", r.p99_us, 1);
     line.num("load_p50_us", r.load_p50_us, 1).num("load_p99_us", r.load_p99_us, 1);
@@ -144,6 +144,7 @@ int run_signals_bus(const options& o) {
     r.str("mode", "signals-bus").str("ratio", "mcbus/sd-bus").str("bus", bus->name);
     r.num("per_s", ratio(mine.emitted_per_s, theirs.emitted_per_s));
     r.num("cpu_s", ratio(mine.cpu_s, theirs.cpu_s));
+    r.num("per_cpu_s", ratio(theirs.cpu_s, mine.cpu_s));
     r.num("p50", ratio(mine.p50_us, theirs.p50_us));
     r.str("target", "per_s >= 1.0").boolean("met", ratio(mine.emitted_per_s, theirs.emitted_per_s) >= 1.0);
     r.print();
@@ -172,11 +173,13 @@ int run_fanout(const options& o) {
     line.num("seconds", r.seconds, 4).num("emitted_per_s", r.emitted_per_s, 0);
     line.integer("delivered", r.delivered).integer("expected", r.expected);
     line.num("cpu_s", r.cpu_s, 3).num("p50_us", r.p50_us, 1).num("p99_us", r.p99_us, 1);
+    line.num("per_cpu_s", ratio(p.messages, r.cpu_s), 0);
     line.str("impl", impl).str("bus", via == "multicast" || via == "bus" ? bus_name : std::string("none"));
     if (p.lossy) line.integer("lost", r.expected - std::min(r.expected, r.delivered));
     line.num("load_p50_us", r.load_p50_us, 1).num("load_p99_us", r.load_p99_us, 1);
     line.num("cpu_emitter_s", r.cpu_emitter_s, 3).num("cpu_subscribers_s", r.cpu_subscribers_s, 3);
     line.num("cpu_bus_s", r.cpu_bus_s, 2).integer("window", p.lossy ? 0 : p.window).integer("paced", p.paced);
+    line.integer("waits_emitter", r.switches_emitter).integer("waits_subscribers", r.switches_subscribers);
     line.merge(extras);
     if (r.reordered || r.extra) line.integer("reordered", r.reordered).integer("extra", r.extra);
     line.boolean("ok", r.ok);
@@ -217,11 +220,13 @@ int run_fanout(const options& o) {
     if (sdbus) {
       r.num("emitted_per_s_vs_sdbus", ratio(mine.emitted_per_s, sdbus->emitted_per_s));
       r.num("cpu_s_vs_sdbus", ratio(mine.cpu_s, sdbus->cpu_s));
+      r.num("per_cpu_s_vs_sdbus", ratio(sdbus->cpu_s, mine.cpu_s));
       r.num("p50_vs_sdbus", ratio(mine.p50_us, sdbus->p50_us));
     }
     if (floor) {
       r.num("emitted_per_s_vs_floor", ratio(mine.emitted_per_s, floor->emitted_per_s));
       r.num("cpu_s_vs_floor", ratio(mine.cpu_s, floor->cpu_s));
+      r.num("per_cpu_s_vs_floor", ratio(floor->cpu_s, mine.cpu_s));
     }
     r.print();
   }
