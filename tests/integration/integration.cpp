@@ -3,9 +3,11 @@
 #include "integration.hpp"
 
 #include <dirent.h>
+#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -56,6 +58,43 @@ const std::string& python_dbus_missing() {
   return why;
 }
 
+namespace {
+
+// The buses (started by tests/support/test_bus.hpp, without PR_SET_PDEATHSIG) are killed by hand
+// if this program dies of a signal; the services and tools die with it by themselves.
+std::atomic<pid_t> fatal_kill_list[8];
+
+void remember_for_fatal_signals(pid_t pid) {
+  for (auto& slot : fatal_kill_list) {
+    pid_t none = 0;
+    if (slot.compare_exchange_strong(none, pid)) return;
+  }
+}
+
+struct sigaction previous_action[NSIG];
+
+// Kills the buses, then lets the handler that was there before (a sanitizer's, or the default
+// action) deal with the signal.
+extern "C" void on_fatal_signal(int sig, siginfo_t* info, void* context) {
+  for (auto& slot : fatal_kill_list) {
+    const pid_t pid = slot.load();
+    if (pid > 0) ::kill(pid, SIGKILL);
+  }
+  const struct sigaction& before = previous_action[sig];
+  if ((before.sa_flags & SA_SIGINFO) && before.sa_sigaction) {
+    before.sa_sigaction(sig, info, context);
+    return;
+  }
+  if (!(before.sa_flags & SA_SIGINFO) && before.sa_handler != SIG_DFL && before.sa_handler != SIG_IGN) {
+    before.sa_handler(sig);
+    return;
+  }
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
+}  // namespace
+
 std::vector<pid_t>& bus_pids() {
   static std::vector<pid_t> pids;
   return pids;
@@ -91,7 +130,10 @@ void integration_test::SetUp() {
   bus_ = mcbus_test::shared_bus(kind(), why);
   if (!bus_) GTEST_SKIP() << mcbus_test::to_string(kind()) << " unavailable: " << why;
   auto& pids = bus_pids();
-  if (std::find(pids.begin(), pids.end(), bus_->pid()) == pids.end()) pids.push_back(bus_->pid());
+  if (std::find(pids.begin(), pids.end(), bus_->pid()) == pids.end()) {
+    pids.push_back(bus_->pid());
+    remember_for_fatal_signals(bus_->pid());
+  }
   if (mode() == transport::uring && !uring_available()) {
     GTEST_SKIP() << "io_uring_setup() fails on this machine (kernel, seccomp or kernel.io_uring_disabled)";
   }
@@ -268,6 +310,14 @@ int main(int argc, char** argv) {
   // Orphaned grandchildren come back to this program, so that killing a process group reaps all
   // of it (see subprocess.hpp).
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  // A closed stdout (`| head`) must not kill the program before it has stopped its children.
+  ::signal(SIGPIPE, SIG_IGN);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL}) {
+    struct sigaction sa {};
+    sa.sa_sigaction = mcbus_integration::on_fatal_signal;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    ::sigaction(sig, &sa, &mcbus_integration::previous_action[sig]);
+  }
   testing::InitGoogleTest(&argc, argv);
   testing::AddGlobalTestEnvironment(new mcbus_integration::leftover_check);
   return RUN_ALL_TESTS();

@@ -1,17 +1,19 @@
 // Child processes for the integration tests: every child runs in a process group of its own, its
 // output is read through pipes, every wait has a deadline, and the whole group is killed and reaped
-// when the child object dies. The test program is a child subreaper (see main.cpp), so grandchildren
-// that outlive their parent come back to it and are reaped too: nothing is left behind.
+// when the child object dies. The test program is a child subreaper (see integration.cpp), so
+// grandchildren that outlive their parent come back to it and are reaped too, and every child dies
+// with the program if the program dies first: nothing is left behind.
 #pragma once
 
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -96,53 +98,52 @@ class child {
   // Starts argv[0] (a full path). Returns null and says why in `why` if it cannot be started.
   static std::unique_ptr<child> start(const std::vector<std::string>& argv, const spawn_options& opts,
                                       std::string& why) {
-    int out[2], err[2];
-    if (::pipe2(out, O_CLOEXEC) != 0) {
-      why = std::string("pipe2: ") + std::strerror(errno);
-      return nullptr;
-    }
-    if (::pipe2(err, O_CLOEXEC) != 0) {
-      why = std::string("pipe2: ") + std::strerror(errno);
-      ::close(out[0]);
-      ::close(out[1]);
-      return nullptr;
-    }
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, opts.stdin_path.c_str(), O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, err[1], 2);
-    for (const auto& [fd, path] : opts.files) posix_spawn_file_actions_addopen(&fa, fd, path.c_str(), O_RDONLY, 0);
-
-    // A group of its own, so that the whole tree can be signalled; default signal handling and an
-    // empty mask, whatever the test program has set for itself.
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    sigset_t none, defaults;
-    sigemptyset(&none);
-    sigemptyset(&defaults);
-    for (int sig : {SIGTERM, SIGINT, SIGPIPE, SIGCHLD, SIGHUP}) sigaddset(&defaults, sig);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &defaults);
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-
-    std::vector<std::string> env = detail::environment(opts.env);
+    // Everything the child needs is made before fork(): between fork() and exec() it may only make
+    // async-signal-safe calls (other threads of this program may hold malloc's locks).
+    std::vector<std::string> env = detail::environment(opts.env), argv_copy = argv;
     std::vector<char*> envp, args;
     for (std::string& e : env) envp.push_back(e.data());
     envp.push_back(nullptr);
-    std::vector<std::string> argv_copy = argv;
     for (std::string& a : argv_copy) args.push_back(a.data());
     args.push_back(nullptr);
 
-    pid_t pid = -1;
-    const int rc = ::posix_spawn(&pid, args[0], &fa, &attr, args.data(), envp.data());
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
+    int out[2] = {-1, -1}, err[2] = {-1, -1}, exec_status[2] = {-1, -1};
+    auto close_all = [&] {
+      for (int* p : {out, err, exec_status}) {
+        for (int k = 0; k < 2; ++k) {
+          if (p[k] >= 0) ::close(p[k]);
+          p[k] = -1;
+        }
+      }
+    };
+    if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0 || ::pipe2(exec_status, O_CLOEXEC) != 0) {
+      why = std::string("pipe2: ") + std::strerror(errno);
+      close_all();
+      return nullptr;
+    }
+    const pid_t parent = ::getpid();
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+      why = std::string("fork: ") + std::strerror(errno);
+      close_all();
+      return nullptr;
+    }
+    if (pid == 0) exec_child(args, envp, opts, parent, out[1], err[1], exec_status[1]);
+
+    ::setpgid(pid, pid);  // also done by the child; whichever runs first wins the race
     ::close(out[1]);
     ::close(err[1]);
-    if (rc != 0) {
-      why = "cannot run " + argv[0] + ": " + std::strerror(rc);
+    ::close(exec_status[1]);
+    // The exec pipe closes without data when exec() worked; otherwise it carries errno.
+    int exec_errno = 0;
+    ssize_t got;
+    while ((got = ::read(exec_status[0], &exec_errno, sizeof(exec_errno))) < 0 && errno == EINTR) {
+    }
+    ::close(exec_status[0]);
+    if (got > 0) {
+      why = "cannot run " + argv[0] + ": " + std::strerror(exec_errno);
+      int ws;
+      ::waitpid(pid, &ws, 0);
       ::close(out[0]);
       ::close(err[0]);
       return nullptr;
@@ -152,7 +153,6 @@ class child {
     c->out_fd_ = out[0];
     c->err_fd_ = err[0];
     c->pidfd_ = detail::pidfd_open(pid);  // -1 on old kernels: waits then poll waitpid instead
-    c->name_ = argv[0];
     return c;
   }
 
@@ -201,6 +201,42 @@ class child {
 
  private:
   child() = default;
+
+  // In the forked child: a process group of its own (so that the whole tree can be signalled),
+  // death with this program (PR_SET_PDEATHSIG, so that nothing outlives a crashed test), the
+  // standard streams and extra files in place, default signal handling, then exec().
+  // Tells the parent errno through the exec pipe, and ends the child.
+  [[noreturn]] static void exec_failed(int exec_status) {
+    const int e = errno;
+    (void)!::write(exec_status, &e, sizeof(e));
+    ::_exit(127);
+  }
+
+  [[noreturn]] static void exec_child(std::vector<char*>& args, std::vector<char*>& envp, const spawn_options& opts,
+                                      pid_t parent, int out, int err, int exec_status) {
+    ::setpgid(0, 0);
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);  // the program died before prctl() took effect
+    const int in = ::open(opts.stdin_path.c_str(), O_RDONLY);
+    if (in < 0 || ::dup2(in, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) exec_failed(exec_status);
+    if (in != 0) ::close(in);
+    for (const auto& [fd, path] : opts.files) {
+      const int f = ::open(path.c_str(), O_RDONLY);
+      if (f < 0) exec_failed(exec_status);
+      if (f != fd) {
+        if (::dup2(f, fd) < 0) exec_failed(exec_status);
+        ::close(f);
+      }
+    }
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &dfl, nullptr);  // fails harmlessly for some
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::execve(args[0], args.data(), envp.data());
+    exec_failed(exec_status);
+  }
 
   // One poll over the pipes and the child's exit, up to the deadline.
   void pump(clock::time_point deadline) {
@@ -265,7 +301,7 @@ class child {
   int out_fd_ = -1, err_fd_ = -1, pidfd_ = -1;
   bool done_ = false;
   exit_status status_;
-  std::string out_, err_, name_;
+  std::string out_, err_;
 };
 
 // Runs a command to its end (killed at the deadline) and returns what it printed.
