@@ -85,7 +85,7 @@ check_service() {  # check_service LABEL WORKDIR [RUNNER...] BINARY
   # qemu-user start-up is slow: allow 30 s for the service to own its name.
   if ! wait_line "$svc_fd" '^embedded-minimal: org.mcbus.Sensor is :' 30; then
     fail "$label: the service did not start ($(tail -n 3 "$dir/service.err"))"
-    kill "$svc" 2>/dev/null
+    kill "$svc" 2>/dev/null || true
     return
   fi
   reply=$(busctl --address="$bus_address" call org.mcbus.Sensor /org/mcbus/Sensor org.mcbus.Sensor1 Read 2>&1)
