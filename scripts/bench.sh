@@ -3,6 +3,7 @@
 # takes minutes, and its figures depend on the machine and on what else runs on it.
 #
 #   scripts/bench.sh [BUILD_DIR] [REPEATS]      (defaults: build-bench2, 3)
+#   scripts/bench.sh --tables FILE...           tables of earlier runs' JSON lines, pooled
 #
 # Environment: MESSAGES (fan-out load phase, default 30000), SIGNALS (signals-bus, default
 # 100000), CALLS (roundtrip, default 20000), OUT (the JSON lines, default BUILD_DIR/bench.jsonl).
@@ -10,6 +11,12 @@
 # (mcbus and its baseline measured one after the other) before the median is taken.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+tables_only=0
+if [ "${1:-}" = "--tables" ]; then
+  tables_only=1
+  shift
+  files=("$@")
+fi
 build=${1:-build-bench2}
 repeats=${2:-3}
 messages=${MESSAGES:-30000}
@@ -18,6 +25,7 @@ calls=${CALLS:-20000}
 out=${OUT:-$build/bench.jsonl}
 bench=$build/tools/mcbus-bench
 
+if [ $tables_only = 0 ]; then
 if [ ! -x "$bench" ]; then
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
   ninja -C "$build" -j2 mcbus-bench
@@ -47,10 +55,18 @@ for r in $(seq 1 "$repeats"); do
   done
 done
 echo "load after: $(uptime)" >&2
+files=("$out")
+fi
 
-/usr/bin/python3 - "$out" <<'EOF'
+/usr/bin/python3 - "${files[@]}" <<'EOF'
 import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+rows = []
+for k, name in enumerate(sys.argv[1:]):  # repeats of different files stay apart
+    for l in open(name):
+        if l.strip():
+            r = json.loads(l)
+            r["repeat"] += 1000 * k
+            rows.append(r)
 
 def pick(tag, **kv):
     return [r for r in rows if r["tag"] == tag and all(r.get(k) == v for k, v in kv.items())]
