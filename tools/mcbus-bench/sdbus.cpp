@@ -93,7 +93,7 @@ bool sdbus_rt_client(const std::string& address, const std::string& name, unsign
   for (unsigned k = 0; k < warmup + calls && ok; ++k) {
     if (k == warmup) t0 = now_ns();
     const std::uint64_t start = now_ns();
-    sd_bus_error err = SD_BUS_ERROR_NULL;
+    sd_bus_error err{};  // SD_BUS_ERROR_NULL is a C compound literal
     sd_bus_message* reply = nullptr;
     int r = sd_bus_call_method(bus, name.c_str(), bench_path, bench_interface, rt_method, &err, &reply, "t",
                                std::uint64_t{k});
