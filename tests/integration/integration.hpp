@@ -71,7 +71,7 @@ struct service {
   std::vector<std::string> cases;  // for the python service: the methods it offers
 };
 
-// Processes that no test may leave behind are checked for when the program ends (main.cpp).
+// Processes that no test may leave behind are checked for when the program ends (integration.cpp).
 // Bus processes are remembered here so that the check knows them.
 std::vector<pid_t>& bus_pids();
 
@@ -83,7 +83,6 @@ class integration_test : public testing::TestWithParam<param> {
   void SetUp() override;
 
   bus_kind kind() const { return std::get<0>(GetParam()); }
-  bool is_broker() const { return kind() == bus_kind::dbus_broker; }
   transport mode() const { return std::get<1>(GetParam()); }
   const std::string& address() const { return bus_->address(); }
 
