@@ -15,10 +15,8 @@
 #include <mcbus/match/bpf_insn.hpp>
 #include <mcbus/match/detail/bpf_threaded.hpp>
 
-#include <bit>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <span>
 #include <vector>
 
@@ -149,17 +147,7 @@ inline error validate_bpf(std::span<const bpf_insn> prog) {
 
 namespace detail::bpfvm {
 MCBUS_ALWAYS_INLINE std::uint32_t load_be(const unsigned char* p, std::uint32_t size) noexcept {
-  if (size == 4) {
-    std::uint32_t v;
-    std::memcpy(&v, p, 4);
-    return std::endian::native == std::endian::little ? __builtin_bswap32(v) : v;
-  }
-  if (size == 2) {
-    std::uint16_t v;
-    std::memcpy(&v, p, 2);
-    return std::endian::native == std::endian::little ? __builtin_bswap16(v) : v;
-  }
-  return p[0];
+  return size == 4 ? be32(p) : size == 2 ? be16(p) : p[0];
 }
 }  // namespace detail::bpfvm
 

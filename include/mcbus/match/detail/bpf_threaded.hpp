@@ -9,10 +9,8 @@
 
 #include <mcbus/match/bpf_insn.hpp>
 
-#include <bit>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <span>
 #include <vector>
 
@@ -143,15 +141,12 @@ inline std::vector<decoded> decode(std::span<const bpf_insn> prog) {
   return out;
 }
 
+// Big-endian loads; compilers turn these into a load and a byte swap.
 MCBUS_ALWAYS_INLINE std::uint32_t be32(const unsigned char* p) noexcept {
-  std::uint32_t v;
-  std::memcpy(&v, p, 4);
-  return std::endian::native == std::endian::little ? __builtin_bswap32(v) : v;
+  return std::uint32_t{p[0]} << 24 | std::uint32_t{p[1]} << 16 | std::uint32_t{p[2]} << 8 | p[3];
 }
 MCBUS_ALWAYS_INLINE std::uint32_t be16(const unsigned char* p) noexcept {
-  std::uint16_t v;
-  std::memcpy(&v, p, 2);
-  return std::endian::native == std::endian::little ? __builtin_bswap16(v) : v;
+  return static_cast<std::uint32_t>(p[0] << 8 | p[1]);
 }
 
 #if defined(__GNUC__)
