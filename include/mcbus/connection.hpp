@@ -732,9 +732,13 @@ class basic_connection {
     const match_context ctx{s.unique_name, owner_of};
     // Handlers may add or remove subscriptions: collect first, then call those still present.
     std::vector<std::uint64_t> hits;
+    // A broadcast from a publisher whose group serves a subscription reached that subscription
+    // through the group already; one addressed to us (a unicast fallback) did not.
     const std::string_view sender = m.header().sender;
+    const bool broadcast = m.header().destination.empty();
     for (const auto& [id, sub] : s.subscriptions) {
-      if (from_packet ? sub.publisher != sender : sub.publisher == sender && !sub.publisher.empty()) continue;
+      if (from_packet ? sub.publisher != sender : broadcast && !sub.publisher.empty() && sub.publisher == sender)
+        continue;
       if (sub.rule.matches(m, ctx)) hits.push_back(id);
     }
     for (std::uint64_t id : hits) {
