@@ -106,7 +106,7 @@ class poll_transport {
   error add_packet_source(std::uint32_t id, int fd) {
     if (error e = detail::set_nonblocking(fd)) return e;
     sources_.push_back({id, fd});
-    if (!packet_buf_) packet_buf_ = std::make_unique<std::byte[]>(batch * packet_buffer_size);
+    if (!packet_buf_) packet_buf_ = std::make_unique_for_overwrite<std::byte[]>(batch * packet_buffer_size);
     ensure_epoll();
     epoll_add(fd, EPOLLIN);
     return {};

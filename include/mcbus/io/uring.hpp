@@ -226,7 +226,7 @@ class uring_transport {
     }
     for (const packet_source& src : s.sources) {
       if (src.id != id) continue;
-      if (!s.drain_buf) s.drain_buf = std::make_unique<std::byte[]>(packet_buffer_size);
+      if (!s.drain_buf) s.drain_buf = std::make_unique_for_overwrite<std::byte[]>(packet_buffer_size);
       while (true) {
         const ssize_t n = ::recv(src.fd, s.drain_buf.get(), packet_buffer_size, MSG_DONTWAIT);
         if (n <= 0) break;
@@ -237,7 +237,7 @@ class uring_transport {
 
  private:
   static constexpr std::size_t packet_buffer_size = 64 * 1024;  // > max_packet_size: no truncation
-  static constexpr unsigned packet_buffer_count = 32;
+  static constexpr unsigned packet_buffer_count = 16;           // 1 MiB, touched only as packets arrive
   static constexpr unsigned short packet_group = 1;
 
   enum kind : std::uint64_t {
@@ -330,7 +330,7 @@ class uring_transport {
       return;
     }
     s.buf_ring = static_cast<io_uring_buf_ring*>(mem);
-    s.buffers = std::make_unique<std::byte[]>(std::size_t{buffer_count} * buffer_size);
+    s.buffers = std::make_unique_for_overwrite<std::byte[]>(std::size_t{buffer_count} * buffer_size);
     io_uring_buf_ring_init(s.buf_ring);
     for (unsigned i = 0; i < buffer_count; ++i) {
       io_uring_buf_ring_add(s.buf_ring, s.buffers.get() + std::size_t{i} * buffer_size, buffer_size,
@@ -366,7 +366,7 @@ class uring_transport {
       sqe->flags |= IOSQE_BUFFER_SELECT;
       sqe->buf_group = 0;
     } else {
-      if (!s.single) s.single = std::make_unique<std::byte[]>(buffer_size);
+      if (!s.single) s.single = std::make_unique_for_overwrite<std::byte[]>(buffer_size);
       s.single_iov = {s.single.get(), buffer_size};
       s.single_mh = {};
       s.single_mh.msg_iov = &s.single_iov;
@@ -511,7 +511,8 @@ class uring_transport {
       return;
     }
     s.packet_ring = static_cast<io_uring_buf_ring*>(mem);
-    s.packet_buffers = std::make_unique<std::byte[]>(std::size_t{packet_buffer_count} * packet_buffer_size);
+    s.packet_buffers =
+        std::make_unique_for_overwrite<std::byte[]>(std::size_t{packet_buffer_count} * packet_buffer_size);
     io_uring_buf_ring_init(s.packet_ring);
     for (unsigned i = 0; i < packet_buffer_count; ++i) {
       io_uring_buf_ring_add(s.packet_ring, s.packet_buffers.get() + std::size_t{i} * packet_buffer_size,
@@ -536,7 +537,7 @@ class uring_transport {
         sqe->flags |= IOSQE_BUFFER_SELECT;
         sqe->buf_group = packet_group;
       } else {
-        if (!src.single) src.single = std::make_unique<std::byte[]>(packet_buffer_size);
+        if (!src.single) src.single = std::make_unique_for_overwrite<std::byte[]>(packet_buffer_size);
         io_uring_prep_recv(sqe, src.fd, src.single.get(), packet_buffer_size, 0);
       }
       io_uring_sqe_set_data64(sqe, tag(kind_packet_recv, src.id));

@@ -20,10 +20,12 @@
 #include <mcbus/connection.hpp>
 #include <mcbus/match.hpp>
 #include <mcbus/multicast/protocol.hpp>
+#include <mcbus/multicast/routing.hpp>
 
 #include <linux/filter.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -33,6 +35,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #ifndef SO_LOCK_FILTER
@@ -174,22 +177,34 @@ class basic_publisher {
     // Packets carry no fds, and a socket takes at most max_packet: those go over the bus instead.
     const bool fits = out->msg.size() <= opts_.max_packet && out->msg.fds().empty();
     const auto owner_of = [this](std::string_view name) -> std::string_view { return own_name(name); };
+    // Only the rules the index files under this signal's keys are tested, each once.
+    ++emit_seq_;
+    touched_.clear();
+    index_.candidates(*view, [&](detail::route r) {
+      auto it = by_id_.find(r.member);
+      if (it == by_id_.end()) return;
+      member& mem = *it->second;
+      if (mem.last_emit == emit_seq_) return;
+      const match_context ctx{mem.name, owner_of};
+      if (!mem.rules[r.rule].matches(*view, ctx)) return;
+      mem.last_emit = emit_seq_;
+      touched_.push_back(&mem);
+    });
     std::vector<std::string> dropped;
-    for (auto& [name, mem] : members_) {
-      if (!wants(mem, *view, owner_of)) continue;
+    for (member* mem : touched_) {
       if (!fits) {
-        unicast(mem, *view);
-      } else if (enqueue(mem, out)) {
-        dropped.push_back(name);
+        unicast(*mem, *view);
+      } else if (enqueue(*mem, out)) {
+        dropped.push_back(mem->name);
       }
     }
-    for (const std::string& name : dropped) remove_member(name, true);
     if (opts_.bus_copy) {
       ++stats_.bus_copies;
       auto copy = message::copy_of(*view);
       if (copy) send_to_bus(std::move(*copy));
     }
-    flush_all();
+    flush_touched();
+    for (const std::string& name : dropped) remove_member(name, true);
     if (opts_.policy == overflow_policy::block) return wait_for_quota();
     return {};
   }
@@ -228,6 +243,7 @@ class basic_publisher {
     // Bus messages to this member, each waiting for its marker (same serial) to be written.
     std::deque<message> after_marker;
     subscription gone_watch;
+    std::uint64_t last_emit = 0;  // the emit that last selected it: each emit sends once
   };
 
   basic_publisher(Connection& conn, publisher_options opts, match_rule marker)
@@ -360,20 +376,25 @@ class basic_publisher {
       // flight finish on the old socket (under the old id); any that fail come back to the queue.
       member& m = it->second;
       if (!m.inflight.empty()) retire(std::move(m.socket), m.id, name, std::move(m.inflight), std::move(m.sends));
+      by_id_.erase(m.id);
       m.id = ++next_id_;
+      by_id_[m.id] = &m;
       m.inflight.clear();
       m.sends.clear();
       m.socket = std::move(socket);
       m.rules = std::move(rules);
-      m.waiting_writable = false;
+      set_waiting(m, false);
+      rebuild_index();
       flush(m);
       return;
     }
     member& m = members_[name];
     m.name = name;
     m.id = ++next_id_;
+    by_id_[m.id] = &m;
     m.socket = std::move(socket);
     m.rules = std::move(rules);
+    rebuild_index();
     auto alive = alive_;
     std::string rule =
         "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',"
@@ -392,13 +413,17 @@ class basic_publisher {
 
   // ---- sending ----------------------------------------------------------------------------------
 
-  template <class Lookup>
-  static bool wants(const member& m, const message_view& v, const Lookup& owner_of) {
-    const match_context ctx{m.name, owner_of};
-    for (const match_rule& r : m.rules) {
-      if (r.matches(v, ctx)) return true;
+  void rebuild_index() {
+    index_.clear();
+    for (auto& [name, m] : members_) {
+      for (std::size_t i = 0; i < m.rules.size(); ++i) index_.add({m.id, static_cast<std::uint32_t>(i)}, m.rules[i]);
     }
-    return false;
+  }
+
+  void set_waiting(member& m, bool on) {
+    if (m.waiting_writable == on) return;
+    m.waiting_writable = on;
+    on ? ++backlogged_ : --backlogged_;
   }
 
   std::string_view own_name(std::string_view name) const {
@@ -468,12 +493,7 @@ class basic_publisher {
     (void)conn_.send_unhooked(std::move(m));
   }
 
-  bool backlogged() const {
-    for (const auto& [name, m] : members_) {
-      if (m.waiting_writable) return true;
-    }
-    return false;
-  }
+  bool backlogged() const noexcept { return backlogged_ > 0; }
 
   void release_held_bus() {
     while (!held_bus_.empty() && !backlogged()) {
@@ -482,9 +502,9 @@ class basic_publisher {
     }
   }
 
-  void flush_all() {
+  void flush_touched() {
     conn_.transport().reap_packet_sends();  // what the last emit() sent, before queueing more
-    for (auto& [name, m] : members_) flush(m);
+    for (member* m : touched_) flush(*m);
     if (!conn_.dispatching()) (void)conn_.transport().flush();
   }
 
@@ -526,7 +546,7 @@ class basic_publisher {
       m->queue.push_front(std::move(m->inflight.back()));
       m->inflight.pop_back();
       if (!m->waiting_writable) {
-        m->waiting_writable = true;
+        set_waiting(*m, true);
         conn_.transport().watch_writable(m->id, m->socket.get());
       }
       if (!m->inflight.empty()) return;
@@ -544,16 +564,14 @@ class basic_publisher {
   void on_writable(std::uint32_t id) {
     member* m = by_id(id);
     if (!m) return;
-    m->waiting_writable = false;
+    set_waiting(*m, false);
     flush(*m);
     if (!conn_.dispatching()) (void)conn_.transport().flush();
   }
 
   member* by_id(std::uint32_t id) {
-    for (auto& [name, m] : members_) {
-      if (m.id == id) return &m;
-    }
-    return nullptr;
+    auto it = by_id_.find(id);
+    return it == by_id_.end() ? nullptr : it->second;
   }
 
   // ---- quotas and dropping -------------------------------------------------------------------------
@@ -606,7 +624,11 @@ class basic_publisher {
       note.append(std::string_view("over quota: the member did not read its packets in time"));
       (void)conn_.send_unhooked(std::move(note));
     }
+    set_waiting(m, false);
+    by_id_.erase(m.id);
+    touched_.erase(std::remove(touched_.begin(), touched_.end(), &m), touched_.end());
     members_.erase(it);
+    rebuild_index();
     release_held_bus();
   }
 
@@ -645,7 +667,12 @@ class basic_publisher {
   publisher_options opts_;
   match_rule marker_rule_;
   object_handle object_;
-  std::map<std::string, member, std::less<>> members_;
+  std::map<std::string, member, std::less<>> members_;  // node-based: member pointers stay valid
+  std::unordered_map<std::uint32_t, member*> by_id_;
+  detail::routing_index index_;
+  std::vector<member*> touched_;  // members the current emit() selected
+  std::uint64_t emit_seq_ = 0;
+  std::size_t backlogged_ = 0;  // members waiting for their socket to drain
   std::deque<message> held_bus_;
   std::deque<retired_socket> retired_;
   std::uint32_t next_id_ = 0;
