@@ -209,6 +209,22 @@ class basic_publisher {
     return {};
   }
 
+  // Inside a loop iteration, emit() only queues and everything goes out in one submission when
+  // the iteration ends. A burst emitted outside the loop can get the same batching: while a
+  // batch object lives, emit() queues; its destruction submits once.
+  class batch {
+   public:
+    explicit batch(basic_publisher& p) : p_(&p) { ++p_->batching_; }
+    batch(const batch&) = delete;
+    batch& operator=(const batch&) = delete;
+    ~batch() {
+      if (--p_->batching_ == 0 && !p_->conn_.dispatching()) (void)p_->conn_.transport().flush();
+    }
+
+   private:
+    basic_publisher* p_;
+  };
+
   std::size_t member_count() const noexcept { return members_.size(); }
   const publisher_stats& stats() const noexcept { return stats_; }
   std::vector<std::string> member_names() const {
@@ -505,7 +521,7 @@ class basic_publisher {
   void flush_touched() {
     conn_.transport().reap_packet_sends();  // what the last emit() sent, before queueing more
     for (member* m : touched_) flush(*m);
-    if (!conn_.dispatching()) (void)conn_.transport().flush();
+    if (!conn_.dispatching() && batching_ == 0) (void)conn_.transport().flush();
   }
 
   // One linked chain per member at a time keeps its packets in order.
@@ -673,6 +689,7 @@ class basic_publisher {
   std::vector<member*> touched_;  // members the current emit() selected
   std::uint64_t emit_seq_ = 0;
   std::size_t backlogged_ = 0;  // members waiting for their socket to drain
+  int batching_ = 0;            // open batch objects
   std::deque<message> held_bus_;
   std::deque<retired_socket> retired_;
   std::uint32_t next_id_ = 0;
