@@ -378,6 +378,8 @@ class basic_connection {
     });
   }
 
+  // True while a handler runs for a message that came through a multicast group (not the bus).
+  bool handling_packet() const noexcept { return st_->handling_packet; }
   // The publishers whose groups this connection is in, and how many packets each sent.
   std::vector<std::pair<std::string, std::uint64_t>> multicast_groups() const {
     std::vector<std::pair<std::string, std::uint64_t>> out;
@@ -542,6 +544,7 @@ class basic_connection {
     error fatal;
     // Multicast: groups joined, names known not to be publishers, the publisher's hooks.
     multicast::membership_set members;
+    bool handling_packet = false;
     std::function<void(std::string_view, const error&)> multicast_lost;
     std::function<void(std::string_view, const call_error&)> multicast_fallback;
     std::function<bool(message&)> send_hook;
@@ -816,7 +819,10 @@ class basic_connection {
 
   static multicast::packet_delivery packet_delivery(state& s) {
     return [&s](multicast::membership&, const message_view& m) {
-      if (m.type() == message_type::signal) dispatch_signal(s, m, true);
+      if (m.type() != message_type::signal) return;
+      s.handling_packet = true;
+      dispatch_signal(s, m, true);
+      s.handling_packet = false;
     };
   }
   static multicast::packet_problem packet_problem(state& s) {
