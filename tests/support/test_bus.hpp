@@ -101,6 +101,7 @@ class test_bus {
       return nullptr;
     }
     bus->dir_ = tmpl;
+    ::chmod(tmpl, 0755);  // tests connect as other users too (setpriv to nobody)
     bus->socket_ = bus->dir_ + "/socket";
     const bool ok = kind == bus_kind::dbus_daemon ? bus->start_daemon(why) : bus->start_broker(why);
     return ok ? std::move(bus) : nullptr;
@@ -184,6 +185,7 @@ class test_bus {
       why = "dbus-broker did not start (unshare may be refused here): " + log();
       return false;
     }
+    ::chmod(socket_.c_str(), 0666);  // systemd-socket-activate makes it 0755: let other users in
     address_ = "unix:path=" + socket_;
     return true;
   }

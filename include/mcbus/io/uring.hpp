@@ -39,7 +39,7 @@ class uring_transport {
   static constexpr const char* name = "io_uring";
   static constexpr unsigned buffer_count = 16;        // provided buffers (a power of two)
   static constexpr unsigned buffer_size = 32 * 1024;  // bytes each, control data included
-  static constexpr unsigned ring_entries = 32;
+  static constexpr unsigned ring_entries = 256;       // room for a chain per member between submits
 
   uring_transport(const uring_transport&) = delete;
   uring_transport& operator=(const uring_transport&) = delete;
@@ -150,6 +150,9 @@ class uring_transport {
   // Queues a chain of packets to one socket, linked so that they go out in order. They are
   // submitted with the next flush() or wait(); results come through packet_handler::sent.
   void send_packets(std::span<packet_send* const> chain) {
+    // A chain must go into one submission: a link cannot span two, and two halves in flight
+    // at once could overtake each other.
+    if (io_uring_sq_space_left(&state_->ring) < chain.size()) io_uring_submit(&state_->ring);
     for (std::size_t i = 0; i < chain.size(); ++i) {
       io_uring_sqe* sqe = get_sqe();
       if (!sqe) {  // cannot happen after a submit frees the ring; fail the rest rather than lose them
