@@ -8,6 +8,7 @@
 #include <string>
 #include <tuple>
 
+#include "mcbus_instantiations.hpp"
 #include "test_bus.hpp"
 
 namespace mcbus_test {

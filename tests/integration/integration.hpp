@@ -6,6 +6,8 @@
 
 #include <mcbus/connection.hpp>
 
+#include "mcbus_instantiations.hpp"
+
 #include <gtest/gtest.h>
 
 #include <map>
