@@ -50,26 +50,12 @@ class Delivery : public bus_test {
   std::shared_ptr<received_log> subscribe(side& s, const std::string& rule,
                                           subscribe_via via = subscribe_via::automatic) {
     auto log = std::make_shared<received_log>();
-    std::shared_ptr<subscription> kept;
-    const std::string err = s.loop->run([&](connection& conn) -> std::string {
-      auto sub = conn.subscribe(
-          rule, [log](const message_view& m) { log->add(m); }, via);
-      if (!sub) return sub.error().message();
-      kept = std::make_shared<subscription>(std::move(*sub));
-      return {};
-    });
-    EXPECT_EQ(err, "");
-    if (kept) s.loop->keep(std::move(kept));
+    EXPECT_EQ(mcbus_test::subscribe_logging(*s.loop, rule, log, via), "");
     return log;
   }
 
   static std::uint64_t packets(side& s, const std::string& publisher) {
-    return s.loop->run([&](connection& c) -> std::uint64_t {
-      for (const auto& [name, n] : c.multicast_groups()) {
-        if (name == publisher) return n;
-      }
-      return ~std::uint64_t{0};
-    });
+    return mcbus_test::group_packets(*s.loop, publisher);
   }
 
   std::string name(std::string_view base) const {

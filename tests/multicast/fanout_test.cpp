@@ -59,29 +59,14 @@ class Multicast : public bus_test {
     ASSERT_TRUE(c) << c.error().message();
     s.unique = c->unique_name();
     s.loop = std::make_unique<looper>(std::move(*c));
-    auto log = s.log;
-    std::shared_ptr<subscription> kept;
-    const std::string err = s.loop->run([&](connection& conn) -> std::string {
-      auto sub = conn.subscribe(
-          rule, [log](const message_view& m) { log->add(m); }, via);
-      if (!sub) return sub.error().message();
-      kept = std::make_shared<subscription>(std::move(*sub));
-      return {};
-    });
-    ASSERT_EQ(err, "");
-    s.loop->keep(std::move(kept));
+    ASSERT_EQ(mcbus_test::subscribe_logging(*s.loop, rule, s.log, via), "");
   }
 
   static std::size_t received(subscriber_side& s) {
     return s.loop->run([&](connection&) { return s.log->serials.size(); });
   }
   static std::uint64_t packets(subscriber_side& s, const std::string& publisher) {
-    return s.loop->run([&](connection& c) -> std::uint64_t {
-      for (const auto& [name, n] : c.multicast_groups()) {
-        if (name == publisher) return n;
-      }
-      return ~std::uint64_t{0};  // not a member
-    });
+    return mcbus_test::group_packets(*s.loop, publisher);
   }
 
   std::string name(std::string_view base) const {

@@ -120,6 +120,32 @@ struct received_log {
   }
 };
 
+// Subscribes on the loop's connection and records what arrives in `log`; the subscription lives
+// as long as the loop. Returns the error text, empty on success.
+inline std::string subscribe_logging(looper& loop, const std::string& rule, std::shared_ptr<received_log> log,
+                                     mcbus::subscribe_via via = mcbus::subscribe_via::automatic) {
+  std::shared_ptr<mcbus::subscription> kept;
+  std::string err = loop.run([&](mcbus::connection& conn) -> std::string {
+    auto sub = conn.subscribe(
+        rule, [log](const mcbus::message_view& m) { log->add(m); }, via);
+    if (!sub) return sub.error().message();
+    kept = std::make_shared<mcbus::subscription>(std::move(*sub));
+    return {};
+  });
+  if (kept) loop.keep(std::move(kept));
+  return err;
+}
+
+// Packets the loop's connection received from `publisher`'s group; ~0 when not a member.
+inline std::uint64_t group_packets(looper& loop, const std::string& publisher) {
+  return loop.run([&](mcbus::connection& c) -> std::uint64_t {
+    for (const auto& [name, n] : c.multicast_groups()) {
+      if (name == publisher) return n;
+    }
+    return ~std::uint64_t{0};
+  });
+}
+
 inline mcbus::message reading(std::string_view sensor, double value, std::string_view member = "Reading") {
   mcbus::message m =
       mcbus::message::signal("/org/mcbus/Sensor", "org.mcbus.Sensor1", mcbus::member_name::from_unchecked(member));
