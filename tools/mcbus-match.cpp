@@ -236,7 +236,7 @@ int main(int argc, char** argv) {
   for (const std::string& text : o.rule_texts) {
     auto r = mcbus::match_rule::parse(text, {.syntax = o.syntax});
     if (!r) {
-      fmt::print(stderr, "mcbus-match: invalid rule \"{}\": {}\n", text, r.error().message());
+      fmt::print(stderr, "mcbus-match: invalid rule \"{}\": {}\n", text, mcbus::match_rule_error_text(text, r.error()));
       return exit_usage;
     }
     rules.push_back(*r);

@@ -62,7 +62,8 @@ int main(int argc, char** argv) {
     } else {
       auto rule = mcbus::match_rule::parse(arg);
       if (!rule) {
-        std::fprintf(stderr, "mcbus-monitor: invalid match rule '%s': %s\n", argv[i], rule.error().message().c_str());
+        std::fprintf(stderr, "mcbus-monitor: invalid match rule '%s': %s\n", argv[i],
+                     mcbus::match_rule_error_text(argv[i], rule.error()).c_str());
         return 2;
       }
       rules.emplace_back(arg);

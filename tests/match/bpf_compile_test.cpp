@@ -63,6 +63,19 @@ TEST(BpfCompile, TrivialRuleSets) {
   EXPECT_FALSE(compile_bpf(*match_rule::parse(""), {.max_instructions = 0}));
 }
 
+// A budget above the kernel's limit must not produce a program the kernel refuses: 64 random
+// rules need more than 4096 instructions when nothing else limits them.
+TEST(BpfCompile, BudgetAboveKernelLimitIsCapped) {
+  mcbus_test::prng r(11);
+  std::vector<match_rule> rules;
+  for (int i = 0; i < 64; ++i) rules.push_back(mcbus_test::random_rule(r));
+  auto p =
+      compile_bpf(rules, {.owners = mcbus_test::world::owners(), .max_instructions = 20000, .max_kernel_bytes = 0});
+  ASSERT_TRUE(p);
+  EXPECT_LE(p->size(), bpf::max_insns);
+  EXPECT_FALSE(validate_bpf(p->insns()));
+}
+
 TEST(BpfCompile, WideningLadderStaysSound) {
   mcbus_test::prng r(5);
   std::vector<match_rule> rules;

@@ -40,6 +40,27 @@ TEST(MatchRuleParse, DbusDaemonParseTable) {
   }
 }
 
+// Error notes are static; match_rule_error_key() finds the key of the pair the offset falls in,
+// so every message can name the key, including unknown ones.
+TEST(MatchRuleParse, ErrorsNameTheKeyAndTheByte) {
+  struct row {
+    std::string_view rule;
+    std::string_view key;
+    std::size_t offset;
+  };
+  for (const row& r : {row{"colour='red'", "colour", 0}, row{"type='signal', member='A", "member", 22},
+                       row{"type='signal',type='signal'", "type", 14}, row{"arg64='x'", "arg64", 0},
+                       row{"path_namespace='/a/'", "path_namespace", 0}, row{"arg0='a,b',member='1x'", "member", 11}}) {
+    auto p = match_rule::parse(r.rule);
+    ASSERT_FALSE(p) << r.rule;
+    EXPECT_EQ(p.error().offset(), r.offset) << r.rule;
+    EXPECT_EQ(match_rule_error_key(r.rule, p.error()), r.key) << r.rule;
+    EXPECT_NE(match_rule_error_text(r.rule, p.error()).find("key '" + std::string(r.key) + "'"), std::string::npos);
+  }
+  auto ns = match_rule::parse("path_namespace='/a/'");
+  EXPECT_STREQ(ns.error().where(), "path_namespace: not a valid object path");
+}
+
 TEST(MatchRuleParse, DbusDaemonEqualityTable) {
   const auto rows = mcbus_test::read_tsv(conf("dbus-1.14.10/match-rules-equal.tsv"));
   ASSERT_GE(rows.size(), 15u);

@@ -8,6 +8,7 @@
 // process. Matching busctl byte for byte lets the two be compared (tests/integration does).
 #pragma once
 
+#include <mcbus/wire/limits.hpp>
 #include <mcbus/wire/value.hpp>
 
 #include <algorithm>
@@ -206,7 +207,10 @@ class busctl_parser {
     return -1;
   }
 
-  bool parse(std::string_view type, mcbus::value& out) {
+  // depth counts the containers around this value, variants included: a command line of
+  // "v v v …" must not recurse without bound, and the specification allows 64 levels.
+  bool parse(std::string_view type, mcbus::value& out, unsigned depth = 0) {
+    if (depth > mcbus::max_total_depth) return fail("values nested more than 64 deep");
     std::string tok;
     switch (type[0]) {
       case 'y': {
@@ -286,7 +290,7 @@ class busctl_parser {
         if (!next(tok, type)) return false;
         if (mcbus::validate_single_type(tok)) return fail("not a single complete type: " + tok);
         mcbus::value inner;
-        if (!parse(tok, inner)) return false;
+        if (!parse(tok, inner, depth + 1)) return false;
         out = mcbus::value::variant(std::move(inner));
         return true;
       }
@@ -297,7 +301,7 @@ class busctl_parser {
         std::vector<mcbus::value> items;
         for (std::uint32_t k = 0; k < n; ++k) {
           mcbus::value e;
-          if (!parse(elem, e)) return false;
+          if (!parse(elem, e, depth + 1)) return false;
           items.push_back(std::move(e));
         }
         auto a = mcbus::value::array(elem, std::move(items));
@@ -311,7 +315,7 @@ class busctl_parser {
         for (std::size_t i = 1; i + 1 < type.size();) {
           const std::size_t len = mcbus::complete_type_length(type, i);
           mcbus::value f;
-          if (!parse(type.substr(i, len), f)) return false;
+          if (!parse(type.substr(i, len), f, depth + 1)) return false;
           fields.push_back(std::move(f));
           i += len;
         }

@@ -22,6 +22,7 @@
 #include <mcbus/match/rule.hpp>
 #include <mcbus/wire/message.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -42,6 +43,8 @@ struct bpf_options {
   // from it passes any sender, and a DESTINATION that is a well-known name outside the rules'
   // names is widened; otherwise both are decided as matches() decides them with this same table.
   bool owners_complete = false;
+  // Instructions at most. The kernel refuses programs longer than bpf::max_insns, so a larger
+  // budget counts as bpf::max_insns.
   std::size_t max_instructions = bpf::max_insns;
   // What the kernel may charge the socket for the program (bpf_kernel_bytes): keep it below the
   // receiving socket's net.core.optmem_max, or SO_ATTACH_FILTER fails with ENOMEM. The default
@@ -271,8 +274,9 @@ class bpf_program {
 inline result<bpf_program> compile_bpf(std::span<const match_rule> rules, const bpf_options& opts = {}) {
   detail::bpfgen::output out;
   const detail::bpfgen::plan_options po{opts.receiver, opts.owners, opts.owners_complete};
-  if (!detail::bpfgen::compile(rules, po, opts.max_instructions, opts.max_kernel_bytes, opts.max_args, out)) {
-    return error(errc::bpf_too_large, opts.max_instructions, "instruction budget");
+  const std::size_t budget = std::min(opts.max_instructions, bpf::max_insns);
+  if (!detail::bpfgen::compile(rules, po, budget, opts.max_kernel_bytes, opts.max_args, out)) {
+    return error(errc::bpf_too_large, budget, "instruction budget");
   }
   bpf_program prog;
   prog.insns_.assign(out.insns.begin(), out.insns.end());

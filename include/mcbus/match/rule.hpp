@@ -418,6 +418,41 @@ class match_rule {
   arg_slot args_[max_keys]{};
 };
 
+// The key that a parse error of `text` is about: the key of the key=value pair that holds the
+// error's offset (the error notes are static, so they cannot name a key such as "colour"). Empty
+// when the error has no offset or the pair has no key yet. Quotes are followed as both syntaxes
+// agree on them: an apostrophe opens and closes, and outside quotes \' is a literal apostrophe.
+constexpr std::string_view match_rule_error_key(std::string_view text, const error& e) noexcept {
+  if (!e.has_offset()) return {};
+  const std::size_t at = e.offset() < text.size() ? e.offset() : text.size();
+  std::size_t pair = 0;
+  bool quoted = false;
+  for (std::size_t i = 0; i < at; ++i) {
+    const char c = text[i];
+    if (c == '\'') {
+      quoted = !quoted;
+    } else if (!quoted && c == '\\' && i + 1 < text.size() && text[i + 1] == '\'') {
+      ++i;
+    } else if (!quoted && c == ',') {
+      pair = i + 1;
+    }
+  }
+  while (pair < text.size() && (text[pair] == ' ' || text[pair] == '\t' || text[pair] == '\n' || text[pair] == '\r')) {
+    ++pair;
+  }
+  std::size_t end = pair;
+  while (end < text.size() && text[end] != '=' && text[end] != ',' && text[end] != '\'') ++end;
+  while (end > pair && (text[end - 1] == ' ' || text[end - 1] == '\t')) --end;
+  return text.substr(pair, end - pair);
+}
+
+// "key 'colour': invalid match rule at byte 0 (unknown key)": the error's message, led by the key.
+inline std::string match_rule_error_text(std::string_view text, const error& e) {
+  const std::string_view key = match_rule_error_key(text, e);
+  if (key.empty()) return e.message();
+  return "key '" + std::string(key) + "': " + e.message();
+}
+
 MCBUS_NAMESPACE_END
 
 #include <mcbus/match/detail/rule_parse.hpp>

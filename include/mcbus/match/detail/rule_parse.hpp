@@ -73,7 +73,9 @@ struct match_rule_parser {
       if (r.keys_ & (match_rule::k_path | match_rule::k_path_namespace)) {
         return fail(at, "path: path or path_namespace specified twice");
       }
-      if (!is_valid_object_path(value)) return fail(at, "path: not a valid object path");
+      if (!is_valid_object_path(value)) {
+        return fail(at, key == "path" ? "path: not a valid object path" : "path_namespace: not a valid object path");
+      }
       return key == "path" ? r.set_path(value) : r.set_path_namespace(value);
     }
     if (key == "destination") {
