@@ -3,7 +3,8 @@
 //   mcbus-monitor [--address=ADDR|--system|--session] [RULE...]
 //
 // Uses org.freedesktop.DBus.Monitoring.BecomeMonitor where the bus allows it (dbus-daemon and
-// dbus-broker do for the owner of the bus), and falls back to eavesdropping match rules otherwise.
+// dbus-broker do for the owner of the bus), and falls back to eavesdropping match rules otherwise,
+// then to plain match rules (broadcasts and messages addressed to it) where eavesdropping is refused.
 // Only messages matching at least one RULE are shown; no rule shows everything.
 #include <mcbus/connection.hpp>
 
@@ -24,7 +25,8 @@ constexpr const char* usage =
     "\n"
     "Prints every message on the bus that matches one of the match RULEs (all messages when no\n"
     "rule is given), in dbus-monitor's format. Becomes a monitor (BecomeMonitor) where the bus\n"
-    "allows it, and eavesdrops with match rules otherwise. Stops on SIGINT or SIGTERM.\n"
+    "allows it, and eavesdrops with match rules otherwise; where eavesdropping is refused too, it\n"
+    "sees only broadcast signals and messages addressed to it. Stops on SIGINT or SIGTERM.\n"
     "\n"
     "  --address=ADDR   connect to this D-Bus address\n"
     "  --system         the system bus\n"
@@ -89,18 +91,42 @@ int main(int argc, char** argv) {
   if (!monitoring) {
     std::fprintf(stderr, "mcbus-monitor: BecomeMonitor refused (%s); eavesdropping instead\n",
                  monitoring.error().name().c_str());
-    std::vector<std::string> eavesdrop;
-    if (rules.empty()) {
+    std::vector<std::string> plain = rules;
+    if (plain.empty()) {
       for (const char* t : {"method_call", "method_return", "error", "signal"}) {
-        eavesdrop.push_back(with_eavesdrop(std::string("type='") + t + "'"));
+        plain.push_back(std::string("type='") + t + "'");
       }
     }
-    for (const std::string& r : rules) eavesdrop.push_back(with_eavesdrop(r));
-    for (const std::string& r : eavesdrop) {
-      if (auto added = conn->add_match(r); !added) {
-        std::fprintf(stderr, "mcbus-monitor: AddMatch(%s) failed: %s\n", r.c_str(), added.error().message().c_str());
+    // dbus-daemon 1.14 refuses eavesdrop='true' to unprivileged users (AccessDenied) and
+    // dbus-broker refuses the key to everyone (MatchRuleInvalid); the plain rule still shows
+    // broadcasts and messages addressed to us, which is what dbus-monitor settles for too.
+    bool eavesdropping = true;
+    for (const std::string& r : plain) {
+      if (!eavesdropping) {
+        if (auto added = conn->add_match(r); !added) {
+          std::fprintf(stderr, "mcbus-monitor: AddMatch(%s) failed: %s\n", r.c_str(), added.error().message().c_str());
+          return 1;
+        }
+        continue;
+      }
+      const std::string e = with_eavesdrop(r);
+      auto added = conn->add_match(e);
+      if (added) continue;
+      // Not retried: a lost connection (local error), or a rule whose eavesdrop key the user wrote.
+      if (!added.error().is_remote() || e == r) {
+        std::fprintf(stderr, "mcbus-monitor: AddMatch(%s) failed: %s\n", e.c_str(), added.error().message().c_str());
         return 1;
       }
+      if (auto retried = conn->add_match(r); !retried) {
+        std::fprintf(stderr, "mcbus-monitor: AddMatch(%s) failed: %s (and with eavesdrop: %s)\n", r.c_str(),
+                     retried.error().message().c_str(), added.error().name().c_str());
+        return 1;
+      }
+      eavesdropping = false;
+      std::fprintf(stderr,
+                   "mcbus-monitor: eavesdropping refused (%s); showing only broadcasts and messages addressed to "
+                   "this monitor\n",
+                   added.error().name().c_str());
     }
   }
 

@@ -59,6 +59,11 @@ struct connection_options {
   // subscribe() asks a rule's sender to Join its group; a sender that does not answer in this
   // time is served through the bus.
   std::chrono::milliseconds multicast_join_timeout{2000};
+  // A publisher that dropped us (over quota) is asked at once to take us back. Until it answers,
+  // and if it refuses, the subscriptions use the bus: that serves them only while the publisher
+  // sends bus copies (publisher_options::bus_copy), so without a re-join a publisher with no
+  // copies would deliver nothing more. Each drop is reported (on_multicast_lost).
+  bool multicast_rejoin_after_drop = true;
 };
 
 // Which path a subscription takes. automatic: the publisher's multicast group when the rule's
@@ -579,16 +584,19 @@ class basic_connection {
   }
 
   // Queues a message for the bus; with assign_serial false it keeps the serial it has.
-  static void send_on(state& s, message&& m, bool assign_serial = true) {
-    if (!s.connected) return;
+  // Returns the message's serial, or 0 when nothing was sent.
+  static std::uint32_t send_on(state& s, message&& m, bool assign_serial = true) {
+    if (!s.connected) return 0;
     if (assign_serial) {
       if (++s.serial == 0) s.serial = 1;
       m.set_serial(s.serial);
     }
-    if (m.seal()) return;
-    if (assign_serial && s.send_hook && s.send_hook(m)) return;
+    if (m.seal()) return 0;
+    const std::uint32_t serial = m.serial();
+    if (assign_serial && s.send_hook && s.send_hook(m)) return serial;
     s.transport.enqueue(std::move(m));
     if (s.iterating == 0) (void)s.transport.flush();
+    return serial;
   }
 
   void receive(std::span<const std::byte> bytes, received_fds& fds) {
@@ -855,17 +863,27 @@ class basic_connection {
 
   call_result<std::pair<unix_fd, std::uint32_t>> join_call(bus_name name, const std::vector<std::string>& rules) {
     if (!st_->unix_fds) return call_error(error(errc::not_supported, error::no_offset, "no fd passing on this bus"));
+    auto reply = call(join_message(name, rules), st_->opts.multicast_join_timeout);
+    if (!reply) return reply.error();
+    return read_join_reply(*st_, name, reply->view());
+  }
+
+  static message join_message(bus_name name, const std::vector<std::string>& rules) {
     message join = message::method_call(name, multicast::path, multicast::interface, multicast::join_method);
     join.append(rules, multicast::known_join_flags);
-    auto reply = call(std::move(join), st_->opts.multicast_join_timeout);
-    if (!reply) return reply.error();
-    auto values = reply->template read<unix_fd, std::uint32_t, std::uint32_t>();
+    return join;
+  }
+
+  // The socket and packet size of a Join reply; a group we cannot take is left at once.
+  static call_result<std::pair<unix_fd, std::uint32_t>> read_join_reply(state& s, bus_name name,
+                                                                        const message_view& reply) {
+    auto values = reply.template read<unix_fd, std::uint32_t, std::uint32_t>();
     if (!values) return call_error(values.error());
     auto& [fd, version, max_packet] = *values;
     if (version < 1 || max_packet > max_packet_size || !fd) {
       message leave = message::method_call(name, multicast::path, multicast::interface, multicast::leave_method);
       leave.set_no_reply_expected();
-      (void)send(std::move(leave));
+      send_on(s, std::move(leave));
       return call_error(error(errc::not_supported, error::no_offset, "publisher's packets are larger than we take"));
     }
     return std::pair<unix_fd, std::uint32_t>(std::move(fd), max_packet);
@@ -873,7 +891,11 @@ class basic_connection {
 
   void install_group(const std::string& publisher, std::string joined_as, unix_fd fd, std::uint32_t max_packet,
                      std::vector<std::string> rules) {
-    state& s = *st_;
+    install_group_on(*st_, publisher, std::move(joined_as), std::move(fd), max_packet, std::move(rules));
+  }
+
+  static void install_group_on(state& s, const std::string& publisher, std::string joined_as, unix_fd fd,
+                               std::uint32_t max_packet, std::vector<std::string> rules) {
     if (multicast::membership* old = s.members.find(publisher)) {
       // The publisher moved us to the new socket: what the old one still holds comes first.
       const std::uint32_t old_source = old->source;
@@ -887,6 +909,22 @@ class basic_connection {
     m.rules = std::move(rules);
     if (error e = s.transport.add_packet_source(m.source, m.socket.get())) {
       group_lost(s, publisher, e);
+    }
+  }
+
+  // Subscriptions that the bus served while a group was being (re-)joined move to the group: the
+  // bus stops sending them, and the group's publisher's broadcast copies are ignored from here on.
+  static void move_to_group(state& s, const std::vector<std::uint64_t>& ids, const std::string& publisher) {
+    for (std::uint64_t id : ids) {
+      auto it = s.subscriptions.find(id);
+      if (it == s.subscriptions.end()) continue;
+      if (it->second.publisher.empty()) {
+        message remove = message::method_call(bus_service, bus_path, bus_interface, "RemoveMatch");
+        remove.append(it->second.text);
+        remove.set_no_reply_expected();
+        send_on(s, std::move(remove));
+      }
+      it->second.publisher = publisher;
     }
   }
 
@@ -906,14 +944,18 @@ class basic_connection {
   }
 
   // The group is gone (dropped over quota, socket closed, publisher exited): its subscriptions go
-  // to the bus, which is slower but loses nothing from here on.
+  // to the bus at once, and the publisher is asked to take us back.
   static void group_lost(state& s, std::string publisher, const error& why) {
     multicast::membership* m = s.members.find(publisher);
     if (!m) return;
+    std::vector<std::string> rules = std::move(m->rules);
+    std::string joined_as = std::move(m->joined_as);
     s.transport.remove_packet_source(m->source);
     s.members.remove(publisher);
+    std::vector<std::uint64_t> ids;
     for (auto& [id, sub] : s.subscriptions) {
       if (sub.publisher != publisher) continue;
+      ids.push_back(id);
       sub.publisher.clear();
       if (s.connected && s.opts.hello) {
         message add = message::method_call(bus_service, bus_path, bus_interface, "AddMatch");
@@ -923,6 +965,39 @@ class basic_connection {
       }
     }
     if (s.multicast_lost) s.multicast_lost(publisher, why);
+    // A drop shows as the Dropped signal or as the socket closing, whichever is read first. A
+    // publisher that has exited refuses the Join, and NameOwnerChanged brings its successor.
+    const bool publisher_may_take_us_back = why.code() == errc::dropped || why.code() == errc::disconnected;
+    if (publisher_may_take_us_back && s.opts.multicast_rejoin_after_drop && !ids.empty()) {
+      rejoin_after_drop(s, publisher, std::move(joined_as), std::move(rules), std::move(ids));
+    }
+  }
+
+  // An asynchronous Join: the drop is reported from inside a loop iteration, which must not block.
+  static void rejoin_after_drop(state& s, const std::string& publisher, std::string joined_as,
+                                std::vector<std::string> rules, std::vector<std::uint64_t> ids) {
+    if (!s.unix_fds) return;
+    const bus_name name = bus_name::from_unchecked(publisher);
+    const std::uint32_t serial = send_on(s, join_message(name, rules));
+    if (serial == 0) return;
+    const auto deadline = clock::now() + s.opts.multicast_join_timeout;
+    state* sp = &s;  // the state outlives its pending calls: they end with it
+    s.pending.emplace(serial,
+                      pending_call{deadline, [sp, publisher, joined_as = std::move(joined_as), rules = std::move(rules),
+                                              ids = std::move(ids)](call_result<message_view> reply) {
+                                     state& st = *sp;
+                                     call_result<std::pair<unix_fd, std::uint32_t>> joined =
+                                         reply ? read_join_reply(st, bus_name::from_unchecked(publisher), *reply)
+                                               : call_result<std::pair<unix_fd, std::uint32_t>>(reply.error());
+                                     if (!joined) {
+                                       if (st.multicast_fallback) st.multicast_fallback(publisher, joined.error());
+                                       return;  // the subscriptions stay on the bus
+                                     }
+                                     install_group_on(st, publisher, joined_as, std::move(joined->first),
+                                                      joined->second, rules);
+                                     move_to_group(st, ids, publisher);
+                                   }});
+    s.deadlines.emplace(deadline, serial);
   }
 
   // A well-known name got a new owner: subscriptions naming it as sender re-join the new owner's
@@ -940,17 +1015,7 @@ class basic_connection {
     auto joined = join_call(bus_name::from_unchecked(name), rules);
     if (!joined) return;  // not a publisher (or refused): the subscriptions stay on the bus
     install_group(new_owner, name, std::move(joined->first), joined->second, rules);
-    for (std::uint64_t id : ids) {
-      auto it = s.subscriptions.find(id);
-      if (it == s.subscriptions.end()) continue;
-      if (it->second.publisher.empty()) {
-        message remove = message::method_call(bus_service, bus_path, bus_interface, "RemoveMatch");
-        remove.append(it->second.text);
-        remove.set_no_reply_expected();
-        send_on(s, std::move(remove));
-      }
-      it->second.publisher = new_owner;
-    }
+    move_to_group(s, ids, new_owner);
   }
 
   void expire_calls() {

@@ -5,7 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <string>
+#include <string_view>
 #include <tuple>
 
 #include "mcbus_instantiations.hpp"
@@ -20,6 +23,31 @@ inline std::string param_name(const testing::TestParamInfo<bus_and_transport>& i
   const mcbus::transport_choice t = std::get<1>(info.param);
   return std::string(bus == bus_kind::dbus_daemon ? "daemon" : "broker") + "_" +
          (t == mcbus::transport_choice::poll ? "poll" : "uring");
+}
+
+// The server side of SASL for a raw socket peer that plays the bus: accepts EXTERNAL and agrees to
+// fd passing, then returns at BEGIN, leaving the socket to the test.
+inline void serve_sasl_as_bus(int fd) {
+  std::string in;
+  auto read_line = [&] {
+    char buf[256];
+    while (in.find("\r\n") == std::string::npos) {
+      const ssize_t n = ::read(fd, buf, sizeof(buf));
+      if (n <= 0) return std::string();
+      in.append(buf, static_cast<std::size_t>(n));
+    }
+    const std::size_t eol = in.find("\r\n");
+    std::string line = in.substr(0, eol);
+    in.erase(0, eol + 2);
+    return line;
+  };
+  auto say = [&](std::string_view s) { (void)!::write(fd, s.data(), s.size()); };
+  std::string line = read_line();  // "\0AUTH EXTERNAL ..."
+  say("OK 0123456789abcdef0123456789abcdef\r\n");
+  while (!(line = read_line()).empty()) {
+    if (line == "NEGOTIATE_UNIX_FD") say("AGREE_UNIX_FD\r\n");
+    if (line == "BEGIN") return;
+  }
 }
 
 class bus_test : public testing::TestWithParam<bus_and_transport> {

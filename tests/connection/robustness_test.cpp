@@ -111,34 +111,11 @@ class RawPeer : public testing::TestWithParam<transport_choice> {
 
   pair p_;
 
-  static void serve_sasl(int fd) {
-    std::string in;
-    char buf[512];
-    auto read_line = [&]() {
-      while (in.find("\r\n") == std::string::npos) {
-        const ssize_t n = ::read(fd, buf, sizeof(buf));
-        if (n <= 0) return std::string();
-        in.append(buf, static_cast<std::size_t>(n));
-      }
-      const std::size_t eol = in.find("\r\n");
-      std::string line = in.substr(0, eol);
-      in.erase(0, eol + 2);
-      return line;
-    };
-    auto say = [&](std::string_view s) { (void)!::write(fd, s.data(), s.size()); };
-    std::string line = read_line();  // "\0AUTH EXTERNAL ..."
-    say("OK 0123456789abcdef0123456789abcdef\r\n");
-    while (!(line = read_line()).empty()) {
-      if (line == "NEGOTIATE_UNIX_FD") say("AGREE_UNIX_FD\r\n");
-      if (line == "BEGIN") return;
-    }
-  }
-
   void open_pair(pair& p) {
     int sv[2];
     ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     p.raw = sv[1];
-    std::thread server([raw = sv[1]] { serve_sasl(raw); });
+    std::thread server([raw = sv[1]] { mcbus_test::serve_sasl_as_bus(raw); });
     connection_options o;
     o.hello = false;
     o.transport = GetParam();

@@ -2,6 +2,8 @@
 // python3-dbus make traffic to the echo-service, and the two must print the same thing for it, time
 // stamps and serials aside. Signals from the test itself mark where the compared part starts and
 // ends, so that nothing depends on timing.
+#include <unistd.h>
+
 #include <regex>
 #include <string>
 
@@ -244,6 +246,62 @@ TEST_P(Monitor, RulesRestrictWhatIsPrinted) {
   EXPECT_EQ(headers[1].rfind("method call ", 0), 0u) << headers[1];
   EXPECT_EQ(count(mcbus_view, "PropertiesChanged"), 0u);
   EXPECT_EQ(mmon->err(), "");
+  stop(*mmon);
+}
+
+// As any user but root and the bus's own, BecomeMonitor is refused, and so may be eavesdropping
+// (dbus-daemon 1.14 answers AccessDenied, dbus-broker MatchRuleInvalid): mcbus-monitor must then
+// carry on with plain rules, and still print the broadcasts that they match.
+TEST_P(Monitor, AsAnotherUserFallsBackToBroadcasts) {
+  if (::geteuid() != 0) GTEST_SKIP() << "running mcbus-monitor as nobody needs root";
+  MCBUS_NEED_PROGRAM(setpriv_bin);
+  // --pdeathsig again, after the switch: the kernel clears the one the outer setpriv set when the
+  // user changes.
+  const std::vector<std::string> as_nobody = {
+      setpriv_bin, "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--pdeathsig", "KILL", "--", monitor_bin};
+  std::vector<std::string> argv = as_nobody;
+  argv.push_back("--help");
+  const run_result help = run(argv);
+  if (!help.status.exited(0)) {
+    GTEST_SKIP() << "cannot run " << monitor_bin << " as nobody (" << help.status.describe() << "): " << help.err;
+  }
+
+  const std::string ping_rule = "type='signal',interface='org.mcbus.Test.Ping'";
+  argv = as_nobody;
+  argv.insert(argv.end(), {"--address=" + address(), marker_rule, ping_rule});
+  std::string why;
+  auto mmon = child::start(argv, mcbus_env(), why);
+  ASSERT_TRUE(mmon) << why;
+  wait_until_monitoring({mmon.get()});
+
+  // The second rule works too: after a refusal, the rules that follow are added plain at once.
+  mcbus::connection* conn = own_connection();
+  ASSERT_TRUE(conn);
+  const std::string token = "ping for nobody";
+  mcbus::message ping = mcbus::message::signal(marker_path, "org.mcbus.Test.Ping", "Ping");
+  ping.append(token);
+  auto sent = conn->send(std::move(ping));
+  ASSERT_TRUE(sent) << sent.error().message();
+  ASSERT_TRUE(mmon->wait_for_output("member=Ping\n   string \"" + token + "\"\n", 20s)) << mmon->out() << mmon->err();
+  EXPECT_TRUE(std::regex_search(mmon->out(), std::regex("\nsignal time=[0-9.]+ sender=" + conn->unique_name() +
+                                                        " -> destination=\\(null destination\\) serial=[0-9]+ "
+                                                        "path=/org/mcbus/Marker; interface=org.mcbus.Test.Ping; "
+                                                        "member=Ping\n")))
+      << mmon->out();
+
+  // Either the bus let nobody eavesdrop, or mcbus-monitor said in one line that it does without.
+  const std::vector<std::string> err = lines_of(mmon->err());
+  ASSERT_GE(err.size(), 1u) << mmon->err();
+  EXPECT_EQ(err[0],
+            "mcbus-monitor: BecomeMonitor refused (org.freedesktop.DBus.Error.AccessDenied); eavesdropping instead");
+  if (err.size() > 1) {
+    EXPECT_EQ(err.size(), 2u) << mmon->err();
+    EXPECT_TRUE(std::regex_match(
+        err[1], std::regex("mcbus-monitor: eavesdropping refused \\(org\\.freedesktop\\.DBus\\.Error\\."
+                           "[A-Za-z]+\\); showing only broadcasts and messages "
+                           "addressed to this monitor")))
+        << err[1];
+  }
   stop(*mmon);
 }
 

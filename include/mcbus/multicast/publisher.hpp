@@ -638,6 +638,9 @@ class basic_publisher {
       message note = message::signal(path, interface, dropped_signal);
       note.set_destination(bus_name::from_unchecked(name));
       note.append(std::string_view("over quota: the member did not read its packets in time"));
+      // Past the hook, which holds bus messages behind backlogged members: this one is for a
+      // member that has none any more. It still needs a serial of its own, in sequence.
+      note.set_serial(conn_.allocate_serial());
       (void)conn_.send_unhooked(std::move(note));
     }
     set_waiting(m, false);
