@@ -97,41 +97,69 @@ struct publisher_stats {
 
 namespace detail {
 
-// The conjunction of a member's rule and a restriction. The restriction is never widened: where
-// both constrain the same key differently and the result cannot be stated as one rule, the
-// restriction's key wins (the member may get fewer messages than it asked for, never more than it
-// is allowed). Returns nothing when no message can satisfy both.
+// The conjunction of a member's rule and a restriction, key by key. Where both constrain a key
+// and one test implies the other (a path inside a namespace, a namespace inside a namespace, a
+// string inside an arg0namespace), the narrower one is kept; where they cannot both hold, no
+// message can satisfy the pair and nothing is returned. Two tests that one rule cannot state
+// together (two senders that may be a name and its owner, argNpath against another argN test)
+// keep the restriction's: the filter then passes a little more than the conjunction, never more
+// than the restriction allows, and the member's exact matching takes the rest away.
 inline std::optional<match_rule> restrict_rule(const match_rule& wanted, const match_rule& allowed) {
-  match_rule out = allowed;
-  auto conflict = [](std::optional<std::string_view> a, std::optional<std::string_view> b) {
-    return a && b && *a != *b;
+  using opt = std::optional<std::string_view>;
+  match_rule out;
+  // Equality keys: equal or absent on one side, or no message has both values.
+  bool disjoint = false;
+  auto both = [&](opt a, opt b) -> opt {
+    if (a && b && *a != *b) disjoint = true;
+    return b ? b : a;
   };
   if (wanted.type() && allowed.type() && *wanted.type() != *allowed.type()) return std::nullopt;
-  if (wanted.type() && !allowed.type()) (void)out.set_type(*wanted.type());
-  if (conflict(wanted.interface(), allowed.interface()) || conflict(wanted.member(), allowed.member()) ||
-      conflict(wanted.destination(), allowed.destination())) {
+  if (auto t = allowed.type() ? allowed.type() : wanted.type()) (void)out.set_type(*t);
+  const opt sender = allowed.sender() ? allowed.sender() : wanted.sender();
+  const opt interface = both(wanted.interface(), allowed.interface());
+  const opt member = both(wanted.member(), allowed.member());
+  const opt destination = both(wanted.destination(), allowed.destination());
+  if (disjoint) return std::nullopt;
+  if (sender) (void)out.set_sender(*sender);
+  if (interface) (void)out.set_interface(*interface);
+  if (member) (void)out.set_member(*member);
+  if (destination) (void)out.set_destination(*destination);
+  (void)out.set_eavesdrop(wanted.eavesdrop() && allowed.eavesdrop());
+
+  // path is a point and path_namespace a subtree: keep the narrower, or nothing if they miss.
+  const opt wp = wanted.path(), wn = wanted.path_namespace(), ap = allowed.path(), an = allowed.path_namespace();
+  if ((wp && ap && *wp != *ap) || (wp && an && !match_rule::in_path_namespace(*wp, *an)) ||
+      (ap && wn && !match_rule::in_path_namespace(*ap, *wn)) ||
+      (wn && an && !match_rule::in_path_namespace(*wn, *an) && !match_rule::in_path_namespace(*an, *wn))) {
     return std::nullopt;
   }
-  if (wanted.sender() && !allowed.sender()) (void)out.set_sender(*wanted.sender());
-  if (wanted.interface() && !allowed.interface()) (void)out.set_interface(*wanted.interface());
-  if (wanted.member() && !allowed.member()) (void)out.set_member(*wanted.member());
-  if (wanted.destination() && !allowed.destination()) (void)out.set_destination(*wanted.destination());
-  if (wanted.path()) {
-    if (allowed.path() && *allowed.path() != *wanted.path()) return std::nullopt;
-    if (allowed.path_namespace()) {
-      if (!match_rule::in_path_namespace(*wanted.path(), *allowed.path_namespace())) return std::nullopt;
-      match_rule narrowed = out;
-      if (!narrowed.set_path(*wanted.path())) out = narrowed;
-    } else if (!allowed.path()) {
-      (void)out.set_path(*wanted.path());
-    }
-  } else if (wanted.path_namespace() && !allowed.path() && !allowed.path_namespace()) {
-    (void)out.set_path_namespace(*wanted.path_namespace());
+  if (wp || ap) {
+    (void)out.set_path(wp ? *wp : *ap);
+  } else if (wn && an) {
+    (void)out.set_path_namespace(match_rule::in_path_namespace(*wn, *an) ? *wn : *an);
+  } else if (wn || an) {
+    (void)out.set_path_namespace(wn ? *wn : *an);
   }
-  for (std::size_t i = 0; i < wanted.arg_count(); ++i) {
-    const match_arg a = wanted.arg(i);
-    if (allowed.find_arg(a.index)) continue;  // the restriction's own test stays
-    (void)out.add_arg(a.index, a.kind, a.value);
+
+  for (unsigned index = 0; index <= match_rule::max_arg; ++index) {
+    const std::optional<match_arg> w = wanted.find_arg(index), a = allowed.find_arg(index);
+    if (!w && !a) continue;
+    match_arg pick = a ? *a : *w;
+    if (w && a) {
+      using k = match_arg_kind;
+      const auto within = [](const match_arg& x, const match_arg& ns) {  // x's matches all lie in ns
+        return match_rule::arg_namespace_matches(x.value, ns.value);
+      };
+      if (w->kind == k::string && a->kind == k::string) {
+        if (w->value != a->value) return std::nullopt;
+      } else if (w->kind != k::path && a->kind != k::path) {  // string or namespace, one of each or both
+        const bool w_in_a = a->kind == k::arg0namespace && within(*w, *a);
+        const bool a_in_w = w->kind == k::arg0namespace && within(*a, *w);
+        if (!w_in_a && !a_in_w) return std::nullopt;
+        pick = w_in_a ? *w : *a;
+      }
+    }
+    (void)out.add_arg(index, pick.kind, pick.value);
   }
   return out;
 }
