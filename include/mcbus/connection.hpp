@@ -27,6 +27,7 @@
 
 #include <poll.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -316,6 +317,8 @@ class basic_connection {
   // Called once when the connection is lost (after every pending call got its error).
   void on_disconnect(std::function<void(const error&)> fn) { st_->disconnected = std::move(fn); }
   // Called for each received message that failed validation (it is dropped, never dispatched).
+  // Where its header still says so, a refused reply also ends its call with the refusal, and a
+  // refused call addressed to us is answered with an error.
   void on_invalid_message(std::function<void(const error&)> fn) { st_->invalid_message = std::move(fn); }
   // Sees every valid received message before anything else does; returning true stops it there
   // (no reply matching, no signal handlers, no method dispatch). Monitors and bridges use it.
@@ -460,8 +463,12 @@ class basic_connection {
   }
   int timeout() const noexcept {
     if (!st_->in.empty()) return 0;
-    if (st_->deadlines.empty()) return -1;
-    return detail::to_poll_timeout(st_->deadlines.top().first);
+    state& s = *st_;
+    // An answered call leaves its deadline in the heap (a heap cannot remove from the middle);
+    // those that reach the top are dropped here, so that the loop never wakes for them.
+    while (!s.deadlines.empty() && !deadline_is_live(s, s.deadlines.top())) s.deadlines.pop();
+    if (s.deadlines.empty()) return -1;
+    return detail::to_poll_timeout(s.deadlines.top().first);
   }
 
   // Does all the work that is ready, without blocking.
@@ -560,6 +567,12 @@ class basic_connection {
 
   basic_connection() = default;
 
+  static bool deadline_is_live(const state& s, const std::pair<clock::time_point, std::uint32_t>& d) noexcept {
+    auto it = s.pending.find(d.second);
+    // A serial that wrapped around may be pending again, with another deadline.
+    return it != s.pending.end() && it->second.deadline == d.first;
+  }
+
   static result<basic_connection> open_first(const std::vector<address>& list, connection_options opts) {
     std::string text;
     for (const address& a : list) {
@@ -631,10 +644,12 @@ class basic_connection {
       auto& entries = s.in.entries();
       for (std::size_t i = scanned; i < entries.size(); ++i) {
         detail::inbox_entry& e = entries[i];
-        if (e.invalid || e.reply_serial != serial ||
-            (e.type != message_type::method_return && e.type != message_type::error)) {
+        if (e.reply_serial != serial || (e.type != message_type::method_return && e.type != message_type::error)) {
           continue;
         }
+        // The refusal stays queued: the next dispatch reports it to on_invalid_message, as a
+        // blocking call dispatches nothing.
+        if (e.invalid) return call_error(e.invalid);
         received_message reply = received_message::copy_of(s.in.view(e), std::move(e.fds));
         entries.erase(entries.begin() + static_cast<std::ptrdiff_t>(i));
         if (multicast::membership* m = s.members.empty() ? nullptr : s.members.find(reply.header().sender)) {
@@ -675,11 +690,39 @@ class basic_connection {
       s.in.enter();
       if (e.invalid) {
         if (s.invalid_message) s.invalid_message(e.invalid);
+        refused(e);
       } else {
         dispatch(s.in.view(e));
       }
       s.in.leave();
     }
+  }
+
+  // A refused reply ends its call with the refusal; a refused call that wants a reply gets an
+  // error, so that its caller does not wait out its timeout either.
+  void refused(const detail::inbox_entry& e) {
+    state& s = *st_;
+    if (e.type == message_type::method_return || e.type == message_type::error) {
+      auto it = s.pending.find(e.reply_serial);
+      if (it == s.pending.end()) return;
+      reply_handler h = std::move(it->second.handler);
+      s.pending.erase(it);
+      h(call_error(e.invalid));
+      return;
+    }
+    if (e.call_serial == 0 || !addressed_to_us(e.call_destination)) return;
+    const std::string_view name =
+        e.invalid.code() == errc::too_many_fds ? dbus_error::limits_exceeded : dbus_error::invalid_args;
+    (void)send(message::error_reply(e.call_serial, bus_name::from_unchecked(e.call_sender),
+                                    error_name::from_unchecked(name), "message refused: " + e.invalid.message()));
+  }
+
+  // A monitor or an eavesdropper also receives calls meant for others, and must not answer them
+  // (dbus-daemon disconnects a monitor that sends anything). On a peer connection every call is ours.
+  bool addressed_to_us(std::string_view destination) const {
+    const state& s = *st_;
+    if (!s.opts.hello) return true;
+    return destination == s.unique_name || std::ranges::find(s.owned_names, destination) != s.owned_names.end();
   }
 
   void dispatch(const message_view& m) {

@@ -76,4 +76,36 @@ TEST_P(CallTimeout, TheConnectionOptionReplacesTheDefault) {
   EXPECT_LE(ms, 7000);
 }
 
+// timeout() -1 means no deadline: with nothing pending, a foreign loop must not wake for the
+// deadline of a call that was answered long ago.
+TEST_P(CallTimeout, AnAnsweredCallLeavesNoDeadlineBehind) {
+  MCBUS_TEST_CONNECT(c);
+  settle(c);
+  bool answered = false;
+  ASSERT_FALSE(c.call_async(message::method_call(bus_service, bus_path, bus_interface, "GetId"),
+                            [&](call_result<message_view> r) { answered = static_cast<bool>(r); }));
+  ASSERT_FALSE(c.run_until([&] { return answered; }, std::chrono::seconds(10)));
+  settle(c);
+  EXPECT_EQ(c.timeout(), -1);
+}
+
+TEST_P(CallTimeout, AnsweringTheEarliestCallLeavesTheNextDeadline) {
+  MCBUS_TEST_CONNECT(silent);
+  MCBUS_TEST_CONNECT(c);
+  settle(c);
+  bool hung_answered = false;
+  ASSERT_FALSE(c.call_async(hang(silent), [&](call_result<message_view>) { hung_answered = true; }));
+  bool answered = false;
+  ASSERT_FALSE(c.call_async(
+      message::method_call(bus_service, bus_path, bus_interface, "GetId"),
+      [&](call_result<message_view> r) { answered = static_cast<bool>(r); }, std::chrono::seconds(5)));
+  ASSERT_FALSE(c.run_until([&] { return answered; }, std::chrono::seconds(10)));
+  settle(c);
+  ASSERT_FALSE(hung_answered);
+  // The 25 s call is the only one left: the answered 5 s call's deadline is not the next wake-up.
+  const int ms = c.timeout();
+  EXPECT_GE(ms, 20000);
+  EXPECT_LE(ms, 25000);
+}
+
 }  // namespace

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "fixture.hpp"
+#include "raw_peer.hpp"
 
 using namespace mcbus;
 using mcbus_test::bus_test;
@@ -127,72 +128,9 @@ TEST_P(FdLimit, AMessageOverTheConfiguredLimitIsRefusedAndItsFdsClosed) {
   EXPECT_TRUE(reply) << reply.error().message();
 }
 
-// A peer on a socketpair that speaks SASL by hand and then sends whatever messages, with whatever
-// fds, the test gives it: nothing between it and the connection limits the fds.
-class RawFdLimit : public testing::TestWithParam<transport_choice> {
- protected:
-  void SetUp() override {
-    if (GetParam() == transport_choice::uring && !bus_test::uring_available()) {
-      GTEST_SKIP() << "io_uring_setup() fails on this machine";
-    }
-    int sv[2];
-    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    raw_ = unix_fd(sv[1]);
-    std::thread server([fd = sv[1]] { mcbus_test::serve_sasl_as_bus(fd); });
-    connection_options o;  // the default fd limit
-    o.hello = false;
-    o.transport = GetParam();
-    conn_.emplace(connection::from_socket(unix_fd(sv[0]), true, o));
-    server.join();
-    ASSERT_TRUE(*conn_) << conn_->error().message();
-    ASSERT_TRUE((*conn_)->can_pass_fds());
-  }
-
-  connection& conn() { return **conn_; }
-
-  // One sendmsg() per message, its fds beside its first byte, as a bus sends them.
-  void send_raw(message&& m, std::uint32_t serial) {
-    m.set_serial(serial);
-    auto bytes = m.to_bytes();
-    ASSERT_TRUE(bytes) << bytes.error().message();
-    std::vector<int> fds;
-    for (const unix_fd& fd : m.fds()) fds.push_back(fd.get());
-    iovec iov{bytes->data(), bytes->size()};
-    msghdr mh{};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()));
-    if (!fds.empty()) {
-      mh.msg_control = control.data();
-      mh.msg_controllen = control.size();
-      cmsghdr* c = CMSG_FIRSTHDR(&mh);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-      std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-    }
-    ASSERT_EQ(::sendmsg(raw_.get(), &mh, MSG_NOSIGNAL), static_cast<ssize_t>(bytes->size()));
-  }
-
-  // Reads one whole message from the raw end (blocking: the connection has already sent it).
-  std::optional<message_type> read_reply_to(std::uint32_t serial) {
-    std::vector<std::byte> buf(16);
-    if (::recv(raw_.get(), buf.data(), 16, MSG_WAITALL) != 16) return std::nullopt;
-    auto len = message_length(buf);
-    if (!len) return std::nullopt;
-    buf.resize(*len);
-    const auto rest = static_cast<ssize_t>(*len - 16);
-    if (::recv(raw_.get(), buf.data() + 16, *len - 16, MSG_WAITALL) != rest) return std::nullopt;
-    auto v = message_view::parse(buf);
-    if (!v || v->reply_serial() != serial) return std::nullopt;
-    return v->type();
-  }
-
-  unix_fd raw_;
-  std::optional<result<connection>> conn_;
-};
+class RawFdLimit : public mcbus_test::raw_peer_test {};
 INSTANTIATE_TEST_SUITE_P(Transports, RawFdLimit, testing::Values(transport_choice::uring, transport_choice::poll),
-                         [](const auto& info) { return info.param == transport_choice::poll ? "poll" : "uring"; });
+                         mcbus_test::transport_param_name);
 
 TEST_P(RawFdLimit, TheDefaultLimitRefusesAMessageWithMoreThan16Fds) {
   const std::size_t limit = connection_options{}.max_fds_per_message;

@@ -26,8 +26,9 @@ inline std::string param_name(const testing::TestParamInfo<bus_and_transport>& i
 }
 
 // The server side of SASL for a raw socket peer that plays the bus: accepts EXTERNAL and agrees to
-// fd passing, then returns at BEGIN, leaving the socket to the test.
-inline void serve_sasl_as_bus(int fd) {
+// fd passing, then returns at BEGIN, leaving the socket to the test. Returns what it read past
+// BEGIN: the client may send its first message (Hello) right behind it.
+inline std::string serve_sasl_as_bus(int fd) {
   std::string in;
   auto read_line = [&] {
     char buf[256];
@@ -46,8 +47,9 @@ inline void serve_sasl_as_bus(int fd) {
   say("OK 0123456789abcdef0123456789abcdef\r\n");
   while (!(line = read_line()).empty()) {
     if (line == "NEGOTIATE_UNIX_FD") say("AGREE_UNIX_FD\r\n");
-    if (line == "BEGIN") return;
+    if (line == "BEGIN") return in;
   }
+  return {};
 }
 
 class bus_test : public testing::TestWithParam<bus_and_transport> {

@@ -166,6 +166,7 @@ TEST_P(RawPeer, AMalformedMessageIsReportedAndTheConnectionGoesOn) {
   ASSERT_EQ(invalid.size(), 1u);
   EXPECT_EQ(invalid[0].code(), errc::bad_utf8) << invalid[0].message();
   ASSERT_FALSE(c.run_for(std::chrono::milliseconds(20)));
+  EXPECT_EQ(read_reply(raw()), message_type::error);          // its caller is not left waiting
   EXPECT_EQ(read_reply(raw()), message_type::method_return);  // the Ping after it was answered
   EXPECT_TRUE(c.connected());
 }

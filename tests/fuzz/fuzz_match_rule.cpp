@@ -1,10 +1,11 @@
 // Fuzz target: match rule text.
 //
 // Any input either parses or fails with bad_match_rule at an offset inside the input (or at the
-// 1024-byte limit). A parsed rule formats to canonical text that parses back, in both syntaxes, to
-// an equal rule and formats to the same text again; a rule that parses within the length limit
-// parses the same without it. Every parsed rule is also judged against a few fixed messages, to
-// run the evaluator over what the parser lets through.
+// 1024-byte limit), and the key its message names is a piece of the input. A parsed rule formats
+// to canonical text that parses back, in both syntaxes, to an equal rule and formats to the same
+// text again; a rule that parses within the length limit parses the same without it. Every parsed
+// rule is also judged against a few fixed messages, to run the evaluator over what the parser lets
+// through.
 #include <mcbus/match.hpp>
 #include <mcbus/wire.hpp>
 
@@ -79,6 +80,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         die("error offset outside the input", text, e);
       }
       if (!e.where()) die("error without a note", text, e);
+      // The key named in the message is a piece of the input itself, with no separator in it.
+      const std::string_view key = match_rule_error_key(text, e);
+      if (!key.empty() && (key.data() < text.data() || key.data() + key.size() > text.data() + text.size())) {
+        die("error key outside the input", text, e);
+      }
+      if (key.find_first_of("=,'") != std::string_view::npos) die("error key holds a separator", text, e);
       continue;
     }
     check(*r, text, syntax);

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <deque>
 #include <span>
+#include <string>
 #include <vector>
 
 MCBUS_NAMESPACE_BEGIN
@@ -27,10 +28,16 @@ struct inbox_entry {
   std::size_t length = 0;
   std::size_t header_length = 0;
   error invalid;  // set when the message failed validation; it is reported, never dispatched
+  // Of a refused message too, as far as its header could be read: a refused reply still ends the
+  // call it answers, rather than leaving it to time out.
   message_type type = message_type::invalid;
   std::uint32_t reply_serial = 0;
   std::vector<unix_fd> fds;
   std::vector<int> fd_ints;
+  // A refused method call with a valid header that wants a reply: what an error reply needs.
+  std::uint32_t call_serial = 0;
+  std::string call_sender;
+  std::string call_destination;
 };
 
 class inbox {
@@ -93,18 +100,68 @@ class inbox {
       e.reply_serial = v->reply_serial();
       const std::uint32_t want = v->header().unix_fds;
       if (want > max_fds_) {
-        e.invalid = error(errc::too_many_fds, error::no_offset, "received message");
+        e.invalid = error(errc::too_many_fds, error::no_offset, "more than connection_options::max_fds_per_message");
       } else if (want > fds.size()) {
         e.invalid = error(errc::bad_fd_index, error::no_offset, "message announces more fds than arrived");
       }
       e.fds = fds.take(want);
+      if (e.invalid) note_refused_call(*v, e);
     } else {
       e.invalid = v.error();
       // Its fds cannot be told apart from the next message's; those that arrived with it go.
       fds.clear();
+      read_refused_header(bytes, e);
     }
     for (const unix_fd& fd : e.fds) e.fd_ints.push_back(fd.get());
     entries_.push_back(std::move(e));
+  }
+
+  // What the header of a message that failed validation still says. A valid header (the body was
+  // at fault) tells everything; otherwise the fields are read up to the first bad one, which is
+  // enough when REPLY_SERIAL comes before it.
+  static void read_refused_header(std::span<const std::byte> bytes, inbox_entry& e) {
+    const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+    const auto order = static_cast<byte_order>(p[0]);
+    const std::size_t fields_end =
+        fixed_header_length + detail::load<std::uint32_t>(p + 12, order != native_byte_order);
+    const std::size_t header_len = detail::align_up(fields_end, 8);
+    if (auto h = message_view::from_validated(bytes.first(header_len), bytes.subspan(header_len))) {
+      e.type = h->type();
+      e.reply_serial = h->reply_serial();
+      note_refused_call(*h, e);
+      return;
+    }
+    const auto type = static_cast<message_type>(p[1]);
+    if (type != message_type::method_return && type != message_type::error) return;
+    reader r(bytes.subspan(12, fields_end - 12), order, 12, reader::options{.check_fd_indexes = false});
+    const reader::array_cursor fields = r.open_array("(yv)");
+    std::uint32_t reply_serial = 0;
+    while (r.in_array(fields)) {
+      r.open_struct();
+      const std::uint8_t code = r.get_byte();
+      const signature_view sig = r.open_variant();
+      if (r.err()) break;
+      if (code == static_cast<std::uint8_t>(header_field::reply_serial)) {
+        // Two of them, or one of another type, leave no answer to trust.
+        if (reply_serial != 0 || sig.str() != "u") return;
+        reply_serial = r.get_fixed<std::uint32_t>();
+        if (r.err()) return;
+      } else {
+        r.skip(sig.str());
+      }
+      r.close_variant();
+      r.close_struct();
+    }
+    if (reply_serial == 0) return;
+    e.type = type;
+    e.reply_serial = reply_serial;
+  }
+
+  static void note_refused_call(const message_view& m, inbox_entry& e) {
+    if (m.type() != message_type::method_call || m.no_reply_expected()) return;
+    e.call_serial = m.serial();
+    e.call_sender = m.header().sender;
+    e.call_destination = m.header().destination;
   }
 
   // Keeps from the first byte still needed: the oldest entry, or the partial message at the end.
