@@ -3,11 +3,23 @@
 #include <mcbus/multicast.hpp>
 
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <future>
 #include <memory>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "harness.hpp"
@@ -235,34 +247,184 @@ TEST_P(Delivery, ADroppedMemberRejoinsAPublisherWithoutBusCopies) {
   EXPECT_EQ(packets(slow, pub_side.unique), 10u);
 }
 
-// With the block policy, emit() waits for a slow member instead of dropping it (within bounds).
+// With the block policy, emit() waits for a member over its quota instead of dropping it, and
+// turns the loop while it waits; once the member reads again, everything arrives, in order.
 TEST_P(Delivery, TheBlockPolicyWaitsForASlowMember) {
   side pub_side, member;
   open_side(pub_side);
   open_side(member);
+  auto prober = connect();
+  ASSERT_TRUE(prober) << prober.error().message();
   const std::string sender = name("org.mcbus.Test.Block");
   multicast::publisher_options opts;
   opts.quota_messages = 32;
   opts.policy = multicast::overflow_policy::block;
-  opts.block_timeout = std::chrono::seconds(20);
+  opts.block_timeout = std::chrono::seconds(60);  // far longer than the test looks for
   opts.bus_copy = false;
   multicast::publisher* pub = make_publisher(pub_side, sender, opts);
   ASSERT_NE(pub, nullptr);
-  auto log = subscribe(member, "type='signal',sender='" + sender + "'");
-  constexpr int n = 3000;
-  const error e = pub_side.loop->run([&](connection&) {
-    for (int i = 0; i < n; ++i) {
-      if (error err = pub->emit(reading("b", i))) return err;
-    }
-    return error();
+  // A call can be answered while an emit() is under way only if that emit() turns the loop, so
+  // the answer describes the publisher from inside the wait.
+  int emitting = -1;  // the emit() under way; used on the publisher's loop only
+  using probe_state = std::tuple<std::int32_t, std::uint64_t, std::uint64_t, std::uint64_t>;
+  std::shared_ptr<object_handle> probe = pub_side.loop->run([&](connection& c) {
+    return std::make_shared<object_handle>(
+        c.add_object("/org/mcbus/Probe", object_builder().interface("org.mcbus.Probe1").method("State", [&] {
+          return probe_state(emitting, pub->stats().backpressure, pub->stats().dropped_members,
+                             pub->queued(member.unique));
+        })));
   });
+  pub_side.loop->keep(probe);
+  auto ask = [&]() -> std::optional<probe_state> {
+    auto r = prober->call(
+        message::method_call(bus_name::from_unchecked(sender), "/org/mcbus/Probe", "org.mcbus.Probe1", "State"),
+        std::chrono::seconds(5));
+    if (!r) return std::nullopt;
+    auto v = r->view().read<std::int32_t, std::uint64_t, std::uint64_t, std::uint64_t>();
+    return v ? std::optional<probe_state>(*v) : std::nullopt;
+  };
+  auto log = subscribe(member, "type='signal',sender='" + sender + "'");
+  ASSERT_NE(packets(member, pub_side.unique), ~std::uint64_t{0});
+  member.loop->pause(true);
+  member.loop->run([](connection&) { return 0; });  // the loop sees the pause before it turns again
+
+  constexpr int n = 3000;  // far more than its socket and its quota hold
+  std::atomic<bool> finished{false};
+  std::future<error> emitted = std::async(std::launch::async, [&] {
+    const error e = pub_side.loop->run([&](connection&) {
+      error err;
+      for (int i = 0; i < n && !err; ++i) {
+        emitting = i;
+        err = pub->emit(reading("b", i));
+      }
+      emitting = -1;
+      return err;
+    });
+    finished = true;
+    return e;
+  });
+  std::optional<probe_state> blocked;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!blocked && !finished && std::chrono::steady_clock::now() < deadline) {
+    auto s = ask();
+    if (s && std::get<0>(*s) >= 0) blocked = s;
+  }
+  const bool never_blocked = !blocked;
+  if (never_blocked) member.loop->pause(false);  // whatever went wrong, let emit() finish
+  ASSERT_FALSE(never_blocked) << "emit() never waited inside its loop (it finished: " << finished.load() << ")";
+  const auto [at, backpressure, dropped, queued] = *blocked;
+  EXPECT_GE(at, static_cast<int>(opts.quota_messages));
+  EXPECT_GT(backpressure, 0u) << "the member's socket was never found full";
+  EXPECT_EQ(dropped, 0u);
+  EXPECT_GT(queued, opts.quota_messages);
+  // While the member reads nothing, the same emit() is still waiting.
+  const std::optional<probe_state> again = ask();
+  member.loop->pause(false);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(std::get<0>(*again), at);
+  EXPECT_FALSE(finished.load());
+
+  ASSERT_EQ(emitted.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  const error e = emitted.get();
   ASSERT_FALSE(e) << e.message();
-  ASSERT_TRUE(member.loop->wait_for([&] { return log->serials.size() == n; }));
+  ASSERT_TRUE(member.loop->wait_for([&] { return log->serials.size() == n; }))
+      << member.loop->run([&](connection&) { return log->serials.size(); }) << " of " << n;
   EXPECT_EQ(pub_side.loop->run([&](connection&) { return pub->stats().dropped_members; }), 0u);
   member.loop->run([&](connection&) {
     EXPECT_TRUE(log->increasing());
+    for (int i = 0; i < n; ++i) EXPECT_EQ(log->args[static_cast<std::size_t>(i)], "b") << i;
     return 0;
   });
+}
+
+// The block policy's wait is bounded: a member that never reads is dropped once block_timeout has
+// passed, told so over the bus, and its socket is closed; emit() returns and goes on.
+TEST_P(Delivery, TheBlockPolicyDropsAMemberThatNeverReadsAfterTheTimeout) {
+  side pub_side;
+  open_side(pub_side);
+  const std::string sender = name("org.mcbus.Test.BlockTimeout");
+  multicast::publisher_options opts;
+  opts.quota_messages = 32;
+  opts.policy = multicast::overflow_policy::block;
+  opts.block_timeout = std::chrono::milliseconds(500);
+  opts.bus_copy = false;
+  multicast::publisher* pub = make_publisher(pub_side, sender, opts);
+  ASSERT_NE(pub, nullptr);
+  // The member joins by hand and never reads its socket; its bus connection it does read.
+  auto hand = connect();
+  ASSERT_TRUE(hand) << hand.error().message();
+  std::vector<std::string> notices;
+  auto notice_sub = hand->subscribe(
+      "type='signal',interface='org.mcbus.Multicast1',member='Dropped'",
+      [&](const message_view& m) {
+        auto reason = m.read_first<std::string>();
+        notices.push_back(std::string(m.header().sender) + " " + (reason ? *reason : std::string("?")));
+      },
+      subscribe_via::bus);
+  ASSERT_TRUE(notice_sub) << notice_sub.error().message();
+  auto joined = mcbus_test::join_by_hand(*hand, sender, {"type='signal',sender='" + sender + "'"});
+  ASSERT_TRUE(joined) << joined.error().message();
+  ASSERT_EQ(pub_side.loop->run([&](connection&) { return pub->member_count(); }), 1u);
+
+  struct outcome {
+    error e;
+    int returned = 0;
+    std::chrono::steady_clock::duration longest{};
+    multicast::publisher_stats stats;
+    std::size_t members = 0;
+  };
+  constexpr int n = 3000;  // far more than its socket and its quota hold
+  std::future<outcome> emitted = std::async(std::launch::async, [&] {
+    return pub_side.loop->run([&](connection&) {
+      outcome o;
+      for (int i = 0; i < n && !o.e; ++i) {
+        const auto start = std::chrono::steady_clock::now();
+        o.e = pub->emit(reading("t", i));
+        o.longest = std::max(o.longest, std::chrono::steady_clock::now() - start);
+        if (!o.e) ++o.returned;
+      }
+      o.stats = pub->stats();
+      o.members = pub->member_count();
+      return o;
+    });
+  });
+  if (emitted.wait_for(std::chrono::seconds(60)) != std::future_status::ready) {
+    joined->socket.reset();  // a closed end fails the publisher's sends, which ends any wait
+    emitted.wait();
+    FAIL() << "emit() still waited after 60 s for a member that never reads; block_timeout is "
+           << opts.block_timeout.count() << " ms";
+  }
+  const outcome o = emitted.get();
+  ASSERT_FALSE(o.e) << o.e.message();
+  EXPECT_EQ(o.returned, n);
+  EXPECT_GE(std::chrono::duration_cast<std::chrono::milliseconds>(o.longest).count(), opts.block_timeout.count())
+      << "no emit() waited for the member";
+  EXPECT_EQ(o.stats.dropped_members, 1u);
+  EXPECT_GT(o.stats.backpressure, 0u);
+  EXPECT_EQ(o.members, 0u);
+  // Told over the bus, by the publisher.
+  ASSERT_FALSE(hand->run_until([&] { return !notices.empty(); }, std::chrono::seconds(20))) << "no Dropped signal";
+  EXPECT_EQ(notices.size(), 1u);
+  EXPECT_EQ(notices.front().rfind(pub_side.unique + " ", 0), 0u) << notices.front();
+  // What was written before the drop is still there to read, then the end: the publisher closed it.
+  const int fd = joined->socket.get();
+  std::array<std::byte, 65536> buf{};
+  int read_packets = 0;
+  ssize_t got = -1;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < deadline) {
+    got = ::recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
+    if (got > 0) {
+      ++read_packets;
+      continue;
+    }
+    if (got == 0 || errno != EAGAIN) break;
+    pollfd pfd{fd, POLLIN, 0};
+    (void)::poll(&pfd, 1, 100);  // woken by a packet or by the end; the deadline bounds the rest
+  }
+  EXPECT_EQ(got, 0) << "the publisher's end of the socket is still open";
+  EXPECT_GT(read_packets, 0);
+  EXPECT_LT(read_packets, n);
 }
 
 // A publisher that restarts under the same name is joined again.
@@ -304,10 +466,35 @@ TEST_P(Delivery, ARestartedPublisherIsJoinedAgain) {
   EXPECT_EQ(packets(member, second.unique), 1u);
 }
 
-// Clients that did not join (here python3-dbus and gdbus, through the bus) still get every
-// signal: the publisher's bus copy.
+std::string slurp(const std::string& file) {
+  std::ifstream in(file);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// The serials (cookies) of the Reading signals in `busctl --json=short monitor` output whose first
+// argument is `arg0`, in the order busctl printed them.
+std::vector<std::uint32_t> busctl_cookies(const std::string& text, const std::string& arg0) {
+  std::vector<std::uint32_t> out;
+  std::size_t at = 0;
+  while (at < text.size()) {
+    std::size_t eol = text.find('\n', at);
+    if (eol == std::string::npos) break;  // a line still being written
+    const std::string_view line(text.data() + at, eol - at);
+    at = eol + 1;
+    if (line.find("\"member\":\"Reading\"") == std::string_view::npos) continue;
+    if (line.find("\"data\":[\"" + arg0 + "\"") == std::string_view::npos) continue;
+    const std::size_t c = line.find("\"cookie\":");
+    if (c == std::string_view::npos) continue;
+    out.push_back(static_cast<std::uint32_t>(std::strtoul(line.data() + c + 9, nullptr, 10)));
+  }
+  return out;
+}
+
+// Clients that did not join (here gdbus and busctl, through the bus) still get every signal: the
+// publisher's bus copy.
 TEST_P(Delivery, BusClientsStillGetEverySignal) {
   if (::access("/usr/bin/gdbus", X_OK) != 0) GTEST_SKIP() << "gdbus is not installed (libglib2.0-bin)";
+  if (::access("/usr/bin/busctl", X_OK) != 0) GTEST_SKIP() << "busctl is not installed (systemd)";
   side pub_side, member;
   open_side(pub_side);
   open_side(member);
@@ -315,43 +502,78 @@ TEST_P(Delivery, BusClientsStillGetEverySignal) {
   multicast::publisher* pub = make_publisher(pub_side, sender);
   ASSERT_NE(pub, nullptr);
   auto log = subscribe(member, "type='signal',sender='" + sender + "'");
-  // gdbus monitor prints one line per signal; it runs until killed.
-  const std::string out = "/tmp/mcbus-gdbus-" + std::to_string(::getpid()) + ".txt";
-  const pid_t mon =
-      mcbus_test::spawn({"/usr/bin/gdbus", "monitor", "--address", bus_->address(), "--dest", sender}, out);
-  ASSERT_GT(mon, 0);
-  // gdbus subscribes asynchronously: wait until the bus reports its match (a signal it prints).
-  auto lines = [&] {
-    std::ifstream in(out);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Both monitors print one entry per signal and run until killed. busctl monitors through
+  // BecomeMonitor, which a bus grants to root or to the bus's own user.
+  const std::string tag = std::to_string(::getpid());
+  const std::string gdbus_out = "/tmp/mcbus-gdbus-" + tag + ".txt";
+  const std::string busctl_out = "/tmp/mcbus-busctl-" + tag + ".txt";
+  const pid_t gdbus =
+      mcbus_test::spawn({"/usr/bin/gdbus", "monitor", "--address", bus_->address(), "--dest", sender}, gdbus_out);
+  ASSERT_GT(gdbus, 0);
+  const pid_t busctl =
+      mcbus_test::spawn({"/usr/bin/busctl", "--address=" + bus_->address(), "--json=short", "monitor",
+                         "--match=type='signal',sender='" + sender + "',interface='org.mcbus.Sensor1'"},
+                        busctl_out);
+  ASSERT_GT(busctl, 0);
+  auto stop = [](pid_t pid) {
+    ::kill(pid, SIGTERM);
+    ::waitpid(pid, nullptr, 0);
+  };
+  auto gdbus_count = [&](std::string_view what) {
+    const std::string text = slurp(gdbus_out);
     std::size_t n = 0;
-    for (std::size_t at = 0; (at = text.find("org.mcbus.Sensor1.Reading", at)) != std::string::npos; ++at) ++n;
+    for (std::size_t at = 0; (at = text.find(what, at)) != std::string::npos; ++at) ++n;
     return n;
   };
+  // Both subscribe asynchronously: probe until each has printed a signal. A monitor that exits
+  // early was refused (or broken): what it printed says why.
   std::size_t probes = 0;
+  bool busctl_exited = false;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (lines() == 0 && std::chrono::steady_clock::now() < deadline) {
+  while ((gdbus_count("Reading ('probe'") == 0 || busctl_cookies(slurp(busctl_out), "probe").empty()) &&
+         std::chrono::steady_clock::now() < deadline) {
+    if (::waitpid(busctl, nullptr, WNOHANG) == busctl) {
+      busctl_exited = true;
+      break;
+    }
     pub_side.loop->run([&](connection&) { return pub->emit(reading("probe", 0)); });
     ++probes;
     ASSERT_TRUE(member.loop->wait_for([&] { return log->serials.size() == probes; }));
   }
-  const std::size_t seen_before = lines();
-  ASSERT_GT(seen_before, 0u) << "gdbus monitor never printed a signal";
+  if (busctl_exited) {
+    stop(gdbus);
+    const std::string why = slurp(busctl_out);
+    std::remove(gdbus_out.c_str());
+    std::remove(busctl_out.c_str());
+    if (why.find("ccess denied") != std::string::npos || why.find("ermission") != std::string::npos) {
+      GTEST_SKIP() << "the bus refuses busctl's BecomeMonitor: " << why;
+    }
+    FAIL() << "busctl monitor exited: " << why;
+  }
+  ASSERT_GT(gdbus_count("Reading ('probe'"), 0u) << "gdbus monitor never printed a signal";
+  ASSERT_FALSE(busctl_cookies(slurp(busctl_out), "probe").empty()) << "busctl monitor never printed a signal";
+
   constexpr int n = 50;
   pub_side.loop->run([&](connection&) {
     for (int i = 0; i < n; ++i) (void)pub->emit(reading("g", i));
     return 0;
   });
   ASSERT_TRUE(member.loop->wait_for([&] { return log->serials.size() == probes + n; }));
+  // The member's serials of the n signals: the bus copies carry the same ones.
+  const std::vector<std::uint32_t> emitted = member.loop->run(
+      [&](connection&) { return std::vector<std::uint32_t>(log->serials.end() - n, log->serials.end()); });
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (lines() < seen_before + n && std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // waiting on another process's output
+  while ((gdbus_count("Reading ('g'") < n || busctl_cookies(slurp(busctl_out), "g").size() < n) &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // waiting on other processes' output
   }
-  ::kill(mon, SIGTERM);
-  ::waitpid(mon, nullptr, 0);
-  EXPECT_EQ(lines(), seen_before + n);                      // every signal after gdbus had subscribed, once
-  EXPECT_EQ(packets(member, pub_side.unique), probes + n);  // the member got them from the group
-  std::remove(out.c_str());
+  stop(gdbus);
+  stop(busctl);
+  EXPECT_EQ(gdbus_count("Reading ('g'"), static_cast<std::size_t>(n));  // every signal, once
+  EXPECT_EQ(busctl_cookies(slurp(busctl_out), "g"), emitted);           // every signal, once, in order
+  EXPECT_EQ(packets(member, pub_side.unique), probes + n);              // the member got them from the group
+  std::remove(gdbus_out.c_str());
+  std::remove(busctl_out.c_str());
 }
 
 }  // namespace

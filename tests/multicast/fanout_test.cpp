@@ -3,8 +3,11 @@
 
 #include <gtest/gtest.h>
 #include <linux/filter.h>
+#include <poll.h>
 #include <sys/socket.h>
 
+#include <array>
+#include <cerrno>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -115,6 +118,63 @@ TEST_P(Multicast, EachMemberGetsExactlyItsMatchesInOrder) {
   EXPECT_EQ(packets(a, p.unique), static_cast<std::uint64_t>(n / 2));
   EXPECT_EQ(packets(b, p.unique), static_cast<std::uint64_t>(n / 10));
   EXPECT_EQ(packets(none, p.unique), 0u);
+}
+
+// The packet count above is the library's own. Here a connection joins by hand and the test reads
+// the socket itself: signals its rule does not match leave nothing on it, and the one that matches,
+// sent after them on the same ordered stream, is the only packet there.
+TEST_P(Multicast, ANonMatchingSignalLeavesNothingOnTheMembersOwnSocket) {
+  publisher_side p;
+  const std::string sender = name("org.mcbus.Test.Socket");
+  start_publisher(p, sender);
+  auto hand = connect();
+  ASSERT_TRUE(hand) << hand.error().message();
+  const std::string hand_name = hand->unique_name();
+  auto joined = mcbus_test::join_by_hand(
+      *hand, sender, {"type='signal',sender='" + sender + "',interface='org.mcbus.Sensor1',member='Alarm'"});
+  ASSERT_TRUE(joined) << joined.error().message();
+  ASSERT_TRUE(joined->socket);
+  EXPECT_EQ(joined->version, 1u);
+  ASSERT_GT(joined->max_packet, 0u);
+  const int fd = joined->socket.get();
+  ASSERT_EQ(p.loop->run([&](connection&) { return p.pub->member_names(); }), std::vector<std::string>{hand_name});
+
+  // Every key of the rule but one can be right and the signal still does not match.
+  constexpr int misses = 100;
+  ASSERT_FALSE(p.loop->run([&](connection&) {
+    for (int i = 0; i < misses; ++i) {
+      message m = i % 2
+                      ? reading("miss", i)
+                      : message::signal("/org/mcbus/Sensor", "org.mcbus.Other1", member_name::from_unchecked("Alarm"));
+      if (error e = p.pub->emit(std::move(m))) return e;
+    }
+    return error();
+  }));
+  ASSERT_TRUE(p.loop->wait_for([&] { return p.pub->queued(hand_name) == 0; }));
+  EXPECT_EQ(mcbus_test::bytes_queued(fd), 0);
+  std::array<std::byte, 65536> buf{};
+  EXPECT_EQ(::recv(fd, buf.data(), buf.size(), MSG_PEEK | MSG_DONTWAIT), -1);
+  EXPECT_EQ(errno, EAGAIN);
+
+  // The control: a signal that matches does reach this very socket.
+  ASSERT_FALSE(p.loop->run([&](connection&) { return p.pub->emit(reading("control", 1, "Alarm")); }));
+  pollfd pfd{fd, POLLIN, 0};
+  ASSERT_EQ(::poll(&pfd, 1, 20000), 1) << "the matching signal never arrived";
+  const int queued = mcbus_test::bytes_queued(fd);
+  const ssize_t peeked = ::recv(fd, buf.data(), buf.size(), MSG_PEEK | MSG_DONTWAIT);
+  ASSERT_GT(peeked, 0);
+  EXPECT_EQ(queued, peeked) << "more than one packet is waiting";
+  ASSERT_EQ(::recv(fd, buf.data(), buf.size(), MSG_DONTWAIT), peeked);
+  auto got = message_view::parse(std::span<const std::byte>(buf.data(), static_cast<std::size_t>(peeked)));
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_EQ(got->header().member, "Alarm");
+  EXPECT_EQ(got->header().sender, p.unique);
+  auto arg0 = got->read_first<std::string>();
+  ASSERT_TRUE(arg0);
+  EXPECT_EQ(*arg0, "control");
+  EXPECT_EQ(::recv(fd, buf.data(), buf.size(), MSG_PEEK | MSG_DONTWAIT), -1);
+  EXPECT_EQ(errno, EAGAIN);
+  EXPECT_EQ(mcbus_test::bytes_queued(fd), 0);
 }
 
 TEST_P(Multicast, TheFilterIsLockedOnTheMembersSocket) {

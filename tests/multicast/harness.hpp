@@ -6,6 +6,10 @@
 #include <mcbus/multicast.hpp>
 
 #include <gtest/gtest.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+#include <linux/sockios.h>
 
 #include <atomic>
 #include <chrono>
@@ -15,6 +19,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -144,6 +149,34 @@ inline std::uint64_t group_packets(looper& loop, const std::string& publisher) {
     }
     return ~std::uint64_t{0};
   });
+}
+
+// A Join made by hand, as any D-Bus client could make it (docs/multicast-protocol.md), so that
+// the test owns the socket and no mcbus member code ever reads it.
+struct hand_joined {
+  mcbus::unix_fd socket;
+  std::uint32_t version = 0;
+  std::uint32_t max_packet = 0;
+};
+inline mcbus::call_result<hand_joined> join_by_hand(mcbus::connection& conn, const std::string& publisher,
+                                                    const std::vector<std::string>& rules) {
+  // Spelled out from the protocol text rather than taken from the library's constants: a mistake
+  // there should not be copied into the test.
+  mcbus::message join = mcbus::message::method_call(mcbus::bus_name::from_unchecked(publisher), "/org/mcbus/Multicast1",
+                                                    "org.mcbus.Multicast1", "Join");
+  join.append(rules, std::uint32_t{0});
+  auto reply = conn.call(std::move(join), std::chrono::seconds(20));
+  if (!reply) return reply.error();
+  auto values = reply->view().read<mcbus::unix_fd, std::uint32_t, std::uint32_t>();
+  if (!values) return mcbus::call_error(values.error());
+  auto& [fd, version, max_packet] = *values;
+  return hand_joined{std::move(fd), version, max_packet};
+}
+
+// Bytes queued on a socket, as the kernel counts them; -1 if the ioctl fails.
+inline int bytes_queued(int fd) {
+  int n = 0;
+  return ::ioctl(fd, SIOCINQ, &n) == 0 ? n : -1;
 }
 
 inline mcbus::message reading(std::string_view sensor, double value, std::string_view member = "Reading") {
