@@ -426,6 +426,11 @@ class basic_connection {
     send_on(*st_, std::move(m), false);
     return serial;
   }
+  // A packet source added by someone else than the member side (the publisher watches its ends of
+  // the member sockets this way) reached end of file or failed.
+  void set_packet_closed_handler(std::function<void(std::uint32_t source, const error&)> fn) {
+    st_->packet_closed = std::move(fn);
+  }
   // Results of packet sends and writable notifications (see io/packets.hpp).
   void set_packet_send_handlers(std::function<void(std::uint64_t, int)> sent,
                                 std::function<void(std::uint32_t)> writable) {
@@ -562,6 +567,7 @@ class basic_connection {
     std::function<bool(message&)> send_hook;
     std::function<void(std::uint64_t, int)> packet_sent;
     std::function<void(std::uint32_t)> packet_writable;
+    std::function<void(std::uint32_t, const error&)> packet_closed;  // sources that are not memberships
     std::vector<std::string> owned_names;  // a stream error noticed while receiving, reported by the loop
   };
 
@@ -857,7 +863,11 @@ class basic_connection {
       }
     };
     h.closed = [sp](std::uint32_t source, const error& why) {
-      if (multicast::membership* m = sp->members.by_source(source)) group_lost(*sp, m->publisher, why);
+      if (multicast::membership* m = sp->members.by_source(source)) {
+        group_lost(*sp, m->publisher, why);
+      } else if (sp->packet_closed) {
+        sp->packet_closed(source, why);
+      }
     };
     h.sent = [sp](std::uint64_t token, int res) {
       if (sp->packet_sent) sp->packet_sent(token, res);

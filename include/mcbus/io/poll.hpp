@@ -89,6 +89,7 @@ class poll_transport {
       const std::uint32_t id = polled_watches[i].id;
       watches_.erase(std::remove_if(watches_.begin(), watches_.end(), [&](const watch& w) { return w.id == id; }),
                      watches_.end());
+      sync_packet_fd(polled_watches[i].fd);
       if (packets_.writable) packets_.writable(id);
     }
     const short bus = ready[0].revents;
@@ -108,15 +109,16 @@ class poll_transport {
     sources_.push_back({id, fd});
     if (!packet_buf_) packet_buf_ = std::make_unique_for_overwrite<std::byte[]>(batch * packet_buffer_size);
     ensure_epoll();
-    epoll_add(fd, EPOLLIN);
+    sync_packet_fd(fd);
     return {};
   }
 
   void remove_packet_source(std::uint32_t id) {
     for (auto it = sources_.begin(); it != sources_.end(); ++it) {
       if (it->id != id) continue;
-      if (epoll_) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->fd, nullptr);
+      const int fd = it->fd;
       sources_.erase(it);
+      sync_packet_fd(fd);
       return;
     }
   }
@@ -146,7 +148,7 @@ class poll_transport {
   void watch_writable(std::uint32_t id, int fd) {
     watches_.push_back({id, fd});
     ensure_epoll();
-    epoll_add(fd, EPOLLOUT | EPOLLONESHOT);
+    sync_packet_fd(fd);
   }
 
   // Hands every packet already waiting on a source to fn, now (the subscriber's ordering step).
@@ -258,6 +260,19 @@ class poll_transport {
     if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST) {
       ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &ev);
     }
+  }
+  // One epoll entry per packet socket, asking for what its source and its watches need together:
+  // a publisher both watches a member's socket for room and reads it for hang-up.
+  void sync_packet_fd(int fd) const {
+    if (!epoll_) return;
+    std::uint32_t events = 0;
+    for (const source& src : sources_) events |= src.fd == fd ? EPOLLIN : 0u;
+    for (const watch& w : watches_) events |= w.fd == fd ? EPOLLOUT : 0u;
+    if (events == 0) {
+      ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+      return;
+    }
+    epoll_add(fd, events);
   }
   // The bus socket's entry asks for EPOLLOUT only while output is pending.
   void sync_epoll() const {

@@ -187,6 +187,8 @@ class basic_publisher {
     *alive_ = false;
     conn_.set_send_hook(nullptr);
     conn_.set_packet_send_handlers(nullptr, nullptr);
+    conn_.set_packet_closed_handler(nullptr);
+    for (auto& [name, m] : members_) conn_.transport().remove_packet_source(hangup_source(m.id));
     release_held_bus();
   }
 
@@ -308,6 +310,10 @@ class basic_publisher {
     conn_.set_send_hook([this](message& m) { return on_bus_send(m); });
     conn_.set_packet_send_handlers([this](std::uint64_t token, int res) { on_sent(token, res); },
                                    [this](std::uint32_t id) { on_writable(id); });
+    conn_.set_packet_closed_handler([this](std::uint32_t source, const error&) {
+      if (!(source & hangup_bit)) return;
+      if (member* m = by_id(source & ~hangup_bit)) remove_member(m->name, false);
+    });
   }
 
   // ---- joining ----------------------------------------------------------------------------------
@@ -419,6 +425,7 @@ class basic_publisher {
       // A re-join: the new socket replaces the old one and what is queued moves with it. Sends in
       // flight finish on the old socket (under the old id); any that fail come back to the queue.
       member& m = it->second;
+      conn_.transport().remove_packet_source(hangup_source(m.id));
       if (!m.inflight.empty()) retire(std::move(m.socket), m.id, name, std::move(m.inflight), std::move(m.sends));
       by_id_.erase(m.id);
       m.id = ++next_id_;
@@ -426,6 +433,7 @@ class basic_publisher {
       m.inflight.clear();
       m.sends.clear();
       m.socket = std::move(socket);
+      watch_hangup(m);
       m.rules = std::move(rules);
       set_waiting(m, false);
       rebuild_index();
@@ -438,6 +446,7 @@ class basic_publisher {
     by_id_[m.id] = &m;
     m.socket = std::move(socket);
     m.rules = std::move(rules);
+    watch_hangup(m);
     rebuild_index();
     auto alive = alive_;
     std::string rule =
@@ -454,6 +463,13 @@ class basic_publisher {
         subscribe_via::bus);
     if (watch) m.gone_watch = std::move(*watch);
   }
+
+  // A member that closes its socket but stays on the bus sends no NameOwnerChanged: the transport
+  // reads the publisher's end (members send nothing on it) and reports its end of file. The
+  // source ids carry a high bit, apart from the member side's own sources on the same connection.
+  static constexpr std::uint32_t hangup_bit = 0x80000000u;
+  static std::uint32_t hangup_source(std::uint32_t id) noexcept { return hangup_bit | id; }
+  void watch_hangup(member& m) { (void)conn_.transport().add_packet_source(hangup_source(m.id), m.socket.get()); }
 
   // ---- sending ----------------------------------------------------------------------------------
 
@@ -655,6 +671,7 @@ class basic_publisher {
     auto it = members_.find(name);
     if (it == members_.end()) return;
     member& m = it->second;
+    conn_.transport().remove_packet_source(hangup_source(m.id));
     // Bus messages held for markers still go out: over the bus nothing is lost.
     while (!m.after_marker.empty()) {
       (void)conn_.send_unhooked(std::move(m.after_marker.front()));
