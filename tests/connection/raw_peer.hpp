@@ -102,7 +102,7 @@ class raw_peer_test : public testing::TestWithParam<mcbus::transport_choice> {
       const std::size_t have = buf.size();
       buf.resize(want);
       const std::size_t n = std::min(want - have, unread_.size());
-      std::memcpy(buf.data() + have, unread_.data(), n);
+      if (n > 0) std::memcpy(buf.data() + have, unread_.data(), n);  // data() may be null when empty
       unread_.erase(unread_.begin(), unread_.begin() + static_cast<std::ptrdiff_t>(n));
       const std::size_t rest = want - have - n;
       return rest == 0 || ::recv(raw_.get(), buf.data() + have + n, rest, MSG_WAITALL) == static_cast<ssize_t>(rest);
