@@ -19,9 +19,12 @@ run_ctest() {  # run_ctest BUILD_DIR
   if ! ctest --test-dir "$1" -j"$jobs" --output-on-failure --timeout 600 >"$log" 2>&1; then
     grep -v -E '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .* Passed' "$log" | tail -n 300
     echo "mcbus: tests failed in $1 (full log: $log)" >&2
+    grep -E '^[0-9]+% tests passed' "$log" || true
     exit 1
   fi
-  tail -n 3 "$log"
+  # What did not run (each test's log says why), then ctest's summary line, last.
+  sed -n '/^The following tests did not run:/,/^$/p' "$log"
+  grep -E '^[0-9]+% tests passed' "$log"
 }
 configure() {  # configure BUILD_DIR [cmake args...]
   local dir=$1
@@ -68,4 +71,4 @@ stage "main build (-O2) and the full test suite"
 # -O2 without debug info: the suite's budget on 2 cores is 30 minutes and -g costs a fifth of it.
 configure build/main -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -DNDEBUG"
 ninja -C build/main -j"$jobs" >/dev/null
-ctest --test-dir build/main -j"$jobs" --output-on-failure --timeout 600
+run_ctest build/main
