@@ -55,21 +55,18 @@ struct connection_options {
   bool hello = true;     // register on a bus; false for a direct peer connection
   transport_choice transport = transport_choice::automatic;
   std::size_t max_fds_per_message = 16;  // received messages carrying more are refused
-  // How long packets wait for a message that a Unicast marker announced over the bus.
+  // How long packets wait for a message that a Unicast marker announced over the bus, and how
+  // many may pile up behind it, before the marker is given up (and reported).
   std::chrono::milliseconds multicast_marker_timeout{25000};
-  // subscribe() asks a rule's sender to Join its group; a sender that does not answer in this
-  // time is served through the bus.
-  std::chrono::milliseconds multicast_join_timeout{2000};
-  // A publisher that dropped us (over quota) is asked at once to take us back. Until it answers,
-  // and if it refuses, the subscriptions use the bus: that serves them only while the publisher
-  // sends bus copies (publisher_options::bus_copy), so without a re-join a publisher with no
-  // copies would deliver nothing more. Each drop is reported (on_multicast_lost).
-  bool multicast_rejoin_after_drop = true;
+  std::size_t multicast_max_held = 65536;
+  // subscribe() asks a rule's sender whether it runs a group, and joins it, in the background
+  // (the bus serves the subscription meanwhile); a sender that does not answer in this time is
+  // asked again later.
+  std::chrono::milliseconds multicast_join_timeout{25000};
+  // After a group is lost, the subscriptions are on the bus at once, and the publisher is asked
+  // to take us back after a delay that doubles each time (multicast/member.hpp).
+  multicast::rejoin_backoff multicast_rejoin{};
 };
-
-// Which path a subscription takes. automatic: the publisher's multicast group when the rule's
-// sender offers org.mcbus.Multicast1, the bus otherwise.
-enum class subscribe_via { automatic, bus, multicast };
 
 // RequestName flags and replies (org.freedesktop.DBus.RequestName).
 namespace name_flags {
@@ -87,10 +84,11 @@ class basic_connection;
 class subscription {
  public:
   subscription() = default;
-  subscription(subscription&& o) noexcept : cancel_(std::move(o.cancel_)) { o.cancel_ = nullptr; }
+  subscription(subscription&& o) noexcept : id_(o.id_), cancel_(std::move(o.cancel_)) { o.cancel_ = nullptr; }
   subscription& operator=(subscription&& o) noexcept {
     if (this != &o) {
       reset();
+      id_ = o.id_;
       cancel_ = std::move(o.cancel_);
       o.cancel_ = nullptr;
     }
@@ -110,7 +108,8 @@ class subscription {
  private:
   template <class>
   friend class basic_connection;
-  explicit subscription(std::function<void()> cancel) : cancel_(std::move(cancel)) {}
+  subscription(std::uint64_t id, std::function<void()> cancel) : id_(id), cancel_(std::move(cancel)) {}
+  std::uint64_t id_ = 0;
   std::function<void()> cancel_;
 };
 
@@ -281,7 +280,14 @@ class basic_connection {
     if (!r) return r.error();
     auto code = r->template read_first<std::uint32_t>();
     if (!code) return call_error(code.error());
-    return static_cast<request_name_reply>(*code);
+    const auto reply = static_cast<request_name_reply>(*code);
+    // Known at once, not only when NameAcquired is dispatched: a publisher created next compiles
+    // its members' filters with the names it owns.
+    if ((reply == request_name_reply::primary_owner || reply == request_name_reply::already_owner) &&
+        std::ranges::find(st_->owned_names, name.str()) == st_->owned_names.end()) {
+      st_->owned_names.emplace_back(name.str());
+    }
+    return reply;
   }
 
   call_result<release_name_reply> release_name(bus_name name) {
@@ -341,48 +347,48 @@ class basic_connection {
   // ---- signals ------------------------------------------------------------------------------
 
   // Calls `handler` for each signal that matches the rule exactly, as dbus-daemon would judge it.
-  // When the rule names a sender that offers org.mcbus.Multicast1 (and `via` allows), the
-  // connection joins that publisher's group and the messages skip the bus; otherwise the rule is
-  // added to the bus (AddMatch). The returned handle undoes either when destroyed.
+  // The rule is added to the bus (AddMatch) before subscribe() returns, so every signal emitted
+  // after that is delivered. When the rule names a sender that runs a multicast group (and `via`
+  // allows), the connection joins the group in the background and the signals then skip the bus,
+  // each still delivered once and in the sender's order (docs/multicast-protocol.md).
+  // subscribe_via::multicast waits for the group instead, and fails without it. The returned
+  // handle undoes everything when destroyed.
   call_result<subscription> subscribe(std::string_view rule_text, signal_handler handler,
                                       subscribe_via via = subscribe_via::automatic) {
+    state& s = *st_;
     auto rule = match_rule::parse(rule_text);
     if (!rule) return call_error(rule.error());
     const std::string canonical = rule->to_string();
-    std::string publisher;
-    const std::string_view sender = rule->sender().value_or(std::string_view());
-    if (via != subscribe_via::bus && st_->opts.hello && !sender.empty() && sender != bus_service.str()) {
-      auto joined = join_group(sender, canonical);
-      if (joined) {
-        publisher = std::move(*joined);
-      } else if (via == subscribe_via::multicast) {
-        return joined.error();
-      }
+    std::string sender(rule->sender().value_or(std::string_view()));
+    if (!s.opts.hello || sender == bus_service.str()) via = subscribe_via::bus;
+    if (via == subscribe_via::multicast && !s.unix_fds) {
+      return call_error(error(errc::not_supported, error::no_offset, "no fd passing on this bus: no multicast"));
     }
-    if (publisher.empty() && st_->opts.hello) {
+    track_sender(*rule);
+    if (s.opts.hello) {
       auto added = add_match(canonical);
       if (!added) return added.error();
     }
-    track_sender(*rule);
-    const std::uint64_t id = ++st_->next_subscription;
-    st_->subscriptions.emplace(id, subscription_entry{std::move(*rule), canonical, std::move(handler), publisher});
-    std::weak_ptr<state> weak = st_;
-    return subscription([weak, id]() {
-      auto s = weak.lock();
-      if (!s) return;
-      auto it = s->subscriptions.find(id);
-      if (it == s->subscriptions.end()) return;
-      const std::string text = it->second.text;
-      const std::string from = it->second.publisher;
-      s->subscriptions.erase(it);
-      if (!from.empty()) return leave_rule(*s, from, text);
-      if (s->connected && s->opts.hello) {
-        // RemoveMatch is sent without waiting: the handle may die inside a handler.
-        message m = message::method_call(bus_service, bus_path, bus_interface, "RemoveMatch");
-        m.append(text);
-        m.set_no_reply_expected();
-        send_on(*s, std::move(m));
+    const std::uint64_t id = ++s.next_subscription;
+    s.subscriptions.emplace(id, subscription_entry{std::move(*rule), canonical, std::move(handler)});
+    machine_env env{s};
+    if (via == subscribe_via::multicast) {
+      const std::string publisher = sender.empty() || sender[0] == ':' ? sender : std::string(s.machine.owner(sender));
+      if (publisher.empty()) {
+        return drop_subscription(
+            id, call_error(error(errc::not_supported, error::no_offset, "the rule's sender has no owner")));
       }
+      s.machine.subscribe(id, canonical, sender, via, s.opts.hello, env);
+      if (error e = join_blocking(id, publisher, sender)) return drop_subscription(id, call_error(e));
+    } else {
+      s.machine.subscribe(id, canonical, sender, s.unix_fds ? via : subscribe_via::bus, s.opts.hello, env);
+    }
+    std::weak_ptr<state> weak = st_;
+    return subscription(id, [weak, id]() {
+      auto sp = weak.lock();
+      if (!sp || !sp->subscriptions.erase(id)) return;
+      machine_env env{*sp};
+      sp->machine.unsubscribe(id, env);
     });
   }
 
@@ -399,15 +405,28 @@ class basic_connection {
     const multicast::membership* m = st_->members.find(publisher);
     return m ? m->socket.get() : -1;
   }
-  // Called when a publisher drops this member or its group closes; the subscriptions on it have
-  // moved to the bus by then.
+  // True when the subscription's rule is served by a multicast group now (not the bus).
+  bool served_by_group(const subscription& sub) const {
+    const auto* st = st_->machine.find(sub_id(sub));
+    return st && st->gate.in_group;
+  }
+  // Called when a group this connection was in is lost (the publisher exited, closed the socket,
+  // or broke the protocol): the subscriptions on it are back on the bus by then, and a re-join
+  // follows (connection_options::multicast_rejoin).
   void on_multicast_lost(std::function<void(std::string_view publisher, const error&)> fn) {
     st_->multicast_lost = std::move(fn);
   }
-  // Called when subscribe() could not join a sender's group and used the bus instead (the sender
-  // offers no group, refused us, or did not answer in time): the reason, for logs.
+  // Called when a sender's group could not be joined (it runs none, refused us, or did not
+  // answer) and the bus keeps serving: the reason, for logs.
   void on_multicast_fallback(std::function<void(std::string_view sender, const call_error&)> fn) {
     st_->multicast_fallback = std::move(fn);
+  }
+  // Called, in order with the signals, when a publisher that runs overflow_policy::drop discarded
+  // signals meant for us: the serials first..last (in its sequence) and how many were lost.
+  void on_multicast_gap(
+      std::function<void(std::string_view publisher, std::uint32_t first, std::uint32_t last, std::uint32_t count)>
+          fn) {
+    st_->multicast_gap = std::move(fn);
   }
 
   // ---- for the multicast publisher ------------------------------------------------------------
@@ -469,11 +488,17 @@ class basic_connection {
   int timeout() const noexcept {
     if (!st_->in.empty()) return 0;
     state& s = *st_;
+    // Work the transport has in hand (completions taken early, a receive to re-arm) makes no fd
+    // readable: the loop must come back at once.
+    if constexpr (requires(const Transport& t) { t.has_work(); }) {
+      if (s.transport.has_work()) return 0;
+    }
     // An answered call leaves its deadline in the heap (a heap cannot remove from the middle);
     // those that reach the top are dropped here, so that the loop never wakes for them.
     while (!s.deadlines.empty() && !deadline_is_live(s, s.deadlines.top())) s.deadlines.pop();
-    if (s.deadlines.empty()) return -1;
-    return detail::to_poll_timeout(s.deadlines.top().first);
+    std::optional<clock::time_point> next = member_deadline();
+    if (!s.deadlines.empty() && (!next || s.deadlines.top().first < *next)) next = s.deadlines.top().first;
+    return next ? detail::to_poll_timeout(*next) : -1;
   }
 
   // Does all the work that is ready, without blocking.
@@ -529,11 +554,11 @@ class basic_connection {
     match_rule rule;
     std::string text;
     signal_handler handler;
-    std::string publisher;  // unique name of the group it is served by; empty: the bus
   };
 
   struct state {
-    state(Transport&& t, connection_options o) : transport(std::move(t)), opts(o), in(o.max_fds_per_message) {}
+    state(Transport&& t, connection_options o)
+        : transport(std::move(t)), opts(o), in(o.max_fds_per_message), machine(o.multicast_rejoin) {}
     Transport transport;
     connection_options opts;
     detail::inbox in;
@@ -550,8 +575,9 @@ class basic_connection {
         deadlines;
     std::map<std::uint64_t, subscription_entry> subscriptions;
     std::uint64_t next_subscription = 0;
-    // Owners of the well-known names that subscriptions name as sender, for exact matching.
-    std::map<std::string, std::string, std::less<>> owners;
+    // Which path serves each subscription, the owners of the names they name as sender, and the
+    // groups to join (multicast/member.hpp).
+    multicast::member_machine machine;
     object_registry objects;
     std::function<void(std::string_view)> name_acquired;
     std::function<void(std::string_view)> name_lost;
@@ -559,11 +585,13 @@ class basic_connection {
     std::function<void(const error&)> invalid_message;
     std::function<bool(const message_view&)> filter;
     error fatal;
-    // Multicast: groups joined, names known not to be publishers, the publisher's hooks.
+    // Multicast: the group sockets, the Join calls in flight, the publisher's hooks.
     multicast::membership_set members;
+    std::set<std::uint32_t> join_calls;  // serials of Joins whose replies are not part of a stream
     bool handling_packet = false;
     std::function<void(std::string_view, const error&)> multicast_lost;
     std::function<void(std::string_view, const call_error&)> multicast_fallback;
+    std::function<void(std::string_view, std::uint32_t, std::uint32_t, std::uint32_t)> multicast_gap;
     std::function<bool(message&)> send_hook;
     std::function<void(std::uint64_t, int)> packet_sent;
     std::function<void(std::uint32_t)> packet_writable;
@@ -632,7 +660,7 @@ class basic_connection {
     error io = s.transport.wait(timeout_ms, [&](auto bytes, auto& fds) { receive(bytes, fds); });
     dispatch_all();
     expire_calls();
-    if (!s.members.empty()) s.members.expire(s.opts.multicast_marker_timeout, packet_delivery(s), packet_problem(s));
+    member_timers();
     --s.iterating;
     if (!io && s.connected) io = s.transport.flush();
     if (!io && s.fatal) io = s.fatal;
@@ -658,16 +686,16 @@ class basic_connection {
         if (e.invalid) return call_error(e.invalid);
         received_message reply = received_message::copy_of(s.in.view(e), std::move(e.fds));
         entries.erase(entries.begin() + static_cast<std::ptrdiff_t>(i));
-        if (multicast::membership* m = s.members.empty() ? nullptr : s.members.find(reply.header().sender)) {
+        multicast::membership* m = s.members.empty() ? nullptr : live_membership(s, reply.header().sender);
+        if (m && !s.join_calls.count(serial)) {
           // The one exception to "a blocking call dispatches nothing": packets this publisher sent
           // before its reply are handled first, so that its messages stay in serial order.
-          const std::uint32_t source = m->source;
-          s.members.before_bus_message(
-              *m, reply.header().serial, [&](auto fn) { s.transport.drain_packets(source, fn); }, packet_delivery(s),
-              packet_problem(s));
-          if (multicast::membership* again = s.members.find(reply.header().sender)) {
-            s.members.after_bus_message(*again, reply.header().serial, packet_delivery(s), packet_problem(s));
-          }
+          const std::string publisher = m->publisher;
+          drain_into(s, *m);
+          packet_sink sink{s, publisher};
+          m->merge.before_unicast(reply.header().serial, sink);
+          if (multicast::membership* again = live_membership(s, publisher))
+            again->merge.after_unicast(reply.header().serial, sink);
         }
         if (reply.header().type == message_type::error) return call_error::from_reply(reply.view());
         return reply;
@@ -734,17 +762,20 @@ class basic_connection {
   void dispatch(const message_view& m) {
     state& s = *st_;
     if (s.filter && s.filter(m)) return;
-    multicast::membership* member = s.members.empty() ? nullptr : s.members.find(m.header().sender);
-    if (!member) return dispatch_bus(m);
-    // Packets older than this message are handled first, newer ones after it.
+    // A message to us from a publisher whose group we are in is part of its stream: packets older
+    // than it are handled first, newer ones after it. Join replies are not part of any stream.
+    multicast::membership* member = s.members.empty() ? nullptr : live_membership(s, m.header().sender);
+    if (!member || m.header().destination.empty() || is_join_reply(s, m)) return dispatch_bus(m);
     const std::string publisher(m.header().sender);
-    const std::uint32_t source = member->source;
-    s.members.before_bus_message(
-        *member, m.serial(), [&](auto fn) { s.transport.drain_packets(source, fn); }, packet_delivery(s),
-        packet_problem(s));
+    drain_into(s, *member);
+    {
+      packet_sink sink{s, publisher};
+      member->merge.before_unicast(m.serial(), sink);
+    }
     dispatch_bus(m);
-    if (multicast::membership* again = s.members.find(publisher)) {
-      s.members.after_bus_message(*again, m.serial(), packet_delivery(s), packet_problem(s));
+    if (multicast::membership* again = live_membership(s, publisher)) {
+      packet_sink sink{s, publisher};
+      again->merge.after_unicast(m.serial(), sink);
     }
   }
 
@@ -771,7 +802,8 @@ class basic_connection {
           group_lost(s, std::string(m.header().sender),
                      error(errc::dropped, error::no_offset, "the publisher dropped us"));
         }
-        dispatch_signal(s, m, false);
+        dispatch_signal(s, m,
+                        m.header().destination.empty() ? multicast::origin::broadcast : multicast::origin::unicast);
         return;
       case message_type::method_call:
         s.objects.dispatch(m, [this](message&& reply) { (void)send(std::move(reply)); });
@@ -780,26 +812,21 @@ class basic_connection {
     }
   }
 
-  // Signals from the bus go to bus subscriptions; packets from a group go to the subscriptions
-  // that group serves. A message never reaches a subscription twice.
-  static void dispatch_signal(state& s, const message_view& m, bool from_packet) {
+  // Each subscription gets what matches its rule exactly, from the path that serves it (its
+  // delivery_gate), once: a message never reaches a subscription twice or out of order.
+  static void dispatch_signal(state& s, const message_view& m, multicast::origin from) {
     if (s.subscriptions.empty()) return;
     // The lookup is borrowed by the context: it must outlive every matches() call below.
-    const auto owner_of = [&s](std::string_view name) -> std::string_view {
-      auto it = s.owners.find(name);
-      return it == s.owners.end() ? std::string_view() : std::string_view(it->second);
-    };
+    const auto owner_of = [&s](std::string_view name) { return s.machine.owner(name); };
     const match_context ctx{s.unique_name, owner_of};
     // Handlers may add or remove subscriptions: collect first, then call those still present.
     std::vector<std::uint64_t> hits;
-    // A broadcast from a publisher whose group serves a subscription reached that subscription
-    // through the group already; one addressed to us (a unicast fallback) did not.
     const std::string_view sender = m.header().sender;
-    const bool broadcast = m.header().destination.empty();
     for (const auto& [id, sub] : s.subscriptions) {
-      if (from_packet ? sub.publisher != sender : broadcast && !sub.publisher.empty() && sub.publisher == sender)
-        continue;
-      if (sub.rule.matches(m, ctx)) hits.push_back(id);
+      if (!sub.rule.matches(m, ctx)) continue;
+      multicast::member_machine::subscription_state* st = s.machine.find(id);
+      if (st ? !st->gate.accept(from, sender, m.serial()) : from == multicast::origin::packet) continue;
+      hits.push_back(id);
     }
     for (std::uint64_t id : hits) {
       auto it = s.subscriptions.find(id);
@@ -816,13 +843,14 @@ class basic_connection {
       auto args = m.read<std::string_view, std::string_view, std::string_view>();
       if (!args) return;
       const auto [name, old_owner, new_owner] = *args;
-      auto it = s.owners.find(name);
-      if (it != s.owners.end()) it->second = std::string(new_owner);
-      if (!new_owner.empty() && name[0] != ':') rejoin_after_restart(std::string(name), std::string(new_owner));
+      machine_env env{s};
+      s.machine.owner_changed(name, new_owner, env);
     } else if (member == "NameAcquired" && m.header().destination == s.unique_name) {
       auto name = m.read_first<std::string_view>();
       if (!name) return;
-      if (*name != s.unique_name) s.owned_names.emplace_back(*name);
+      if (*name != s.unique_name && std::ranges::find(s.owned_names, *name) == s.owned_names.end()) {
+        s.owned_names.emplace_back(*name);
+      }
       if (s.name_acquired) s.name_acquired(*name);
     } else if (member == "NameLost" && m.header().destination == s.unique_name) {
       auto name = m.read_first<std::string_view>();
@@ -833,41 +861,275 @@ class basic_connection {
   }
 
   // A rule whose sender is a well-known name matches messages from that name's current owner:
-  // learn the owner now, and follow NameOwnerChanged for it.
+  // follow NameOwnerChanged for it (the match goes in first, so no change is missed), then ask
+  // for the owner now.
   void track_sender(const match_rule& rule) {
     state& s = *st_;
     const std::string_view sender = rule.sender().value_or(std::string_view());
-    if (sender.empty() || sender[0] == ':' || sender == bus_service.str() || s.owners.count(sender)) return;
+    if (sender.empty() || sender[0] == ':' || sender == bus_service.str() || s.machine.tracks_owner(sender)) return;
     std::string owner;
     if (s.opts.hello) {
-      if (auto o = get_name_owner(bus_name::from_unchecked(sender))) owner = std::move(*o);
       std::string rule_text =
           "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',"
           "member='NameOwnerChanged',arg0='";
       rule_text += sender;
       rule_text += '\'';
       (void)add_match(rule_text);
+      if (auto o = get_name_owner(bus_name::from_unchecked(sender))) owner = std::move(*o);
     }
-    s.owners.emplace(std::string(sender), std::move(owner));
+    s.machine.set_owner(sender, owner);
   }
 
   // ---- multicast groups (the member side) ---------------------------------------------------------
+
+  static std::uint64_t sub_id(const subscription& sub) noexcept { return sub.id_; }
+
+  call_result<subscription> drop_subscription(std::uint64_t id, call_error why) {
+    state& s = *st_;
+    s.subscriptions.erase(id);
+    machine_env env{s};
+    s.machine.unsubscribe(id, env);
+    return why;
+  }
+
+  // What member_machine asks of the connection. Calls it makes are asynchronous: their replies
+  // come back into the machine from the loop.
+  struct machine_env {
+    state& s;
+    clock::time_point now() const { return clock::now(); }
+    void add_match(const std::string& text) { bus_call(s, "AddMatch", text); }
+    void remove_match(const std::string& text) { bus_call(s, "RemoveMatch", text); }
+    void probe(const std::string& publisher) {
+      message m = message::method_call(bus_name::from_unchecked(publisher), multicast::path,
+                                       "org.freedesktop.DBus.Introspectable", "Introspect");
+      state* sp = &s;  // the state outlives its pending calls: they end with it
+      async_call(s, std::move(m), [sp, publisher](call_result<message_view> r) {
+        multicast::join_outcome outcome = multicast::join_outcome::refused;
+        if (r) {
+          auto xml = r->template read_first<std::string_view>();
+          const bool offers = xml && xml->find("\"org.mcbus.Multicast1\"") != std::string_view::npos;
+          outcome = offers ? multicast::join_outcome::joined : multicast::join_outcome::not_publisher;
+        } else {
+          outcome = classify(r.error());
+        }
+        machine_env env{*sp};
+        sp->machine.probe_done(publisher, outcome, env);
+      });
+    }
+    void join(const std::string& publisher, std::vector<std::string> rules) {
+      message m = message::method_call(bus_name::from_unchecked(publisher), multicast::path, multicast::interface,
+                                       multicast::join_method);
+      m.append(rules, multicast::known_join_flags);
+      state* sp = &s;
+      const std::uint32_t serial = async_call(
+          s, std::move(m), [sp, publisher](call_result<message_view> r) { on_join_reply(*sp, publisher, r); });
+      if (serial) s.join_calls.insert(serial);
+    }
+    void leave(const std::string& publisher) {
+      message m = message::method_call(bus_name::from_unchecked(publisher), multicast::path, multicast::interface,
+                                       multicast::leave_method);
+      m.set_no_reply_expected();
+      send_on(s, std::move(m));
+      close_membership(s, publisher);
+    }
+    void fallback(const std::string& publisher, const char* why) {
+      if (s.multicast_fallback)
+        s.multicast_fallback(publisher, call_error(error(errc::not_supported, error::no_offset, why)));
+    }
+  };
+
+  static void bus_call(state& s, std::string_view method, const std::string& arg) {
+    if (!s.connected || !s.opts.hello) return;
+    message m = message::method_call(bus_service, bus_path, bus_interface, member_name::from_unchecked(method));
+    m.append(std::string_view(arg));
+    m.set_no_reply_expected();
+    send_on(s, std::move(m));
+  }
+
+  // Sends a call whose reply goes to `handler` from the loop (or with its timeout). Returns its
+  // serial, 0 when nothing was sent (the handler has then been told).
+  static std::uint32_t async_call(state& s, message&& m, reply_handler handler) {
+    const std::uint32_t serial = send_on(s, std::move(m));
+    if (serial == 0) {
+      handler(call_error(errc::disconnected));
+      return 0;
+    }
+    const auto deadline = clock::now() + s.opts.multicast_join_timeout;
+    s.pending.emplace(serial, pending_call{deadline, std::move(handler)});
+    s.deadlines.emplace(deadline, serial);
+    return serial;
+  }
+
+  static multicast::join_outcome classify(const call_error& e) {
+    const std::string_view name = e.name();
+    if (name == "org.freedesktop.DBus.Error.UnknownMethod" || name == "org.freedesktop.DBus.Error.UnknownObject" ||
+        name == "org.freedesktop.DBus.Error.UnknownInterface") {
+      return multicast::join_outcome::not_publisher;
+    }
+    if (name == "org.freedesktop.DBus.Error.ServiceUnknown" || name == "org.freedesktop.DBus.Error.NameHasNoOwner") {
+      return multicast::join_outcome::gone;
+    }
+    return multicast::join_outcome::refused;
+  }
+
+  static bool is_join_reply(const state& s, const message_view& m) {
+    return (m.type() == message_type::method_return || m.type() == message_type::error) &&
+           s.join_calls.count(m.reply_serial()) > 0;
+  }
+
+  // The Join came back: check what the publisher handed over, install it, and tell the machine.
+  static void on_join_reply(state& s, const std::string& publisher, const call_result<message_view>& reply) {
+    if (reply) s.join_calls.erase(reply->reply_serial());
+    machine_env env{s};
+    if (!reply) {
+      const multicast::join_outcome outcome = classify(reply.error());
+      if (outcome == multicast::join_outcome::refused && s.multicast_fallback)
+        s.multicast_fallback(publisher, reply.error());
+      s.machine.join_done(publisher, outcome, 0, env);
+      return;
+    }
+    error bad = install_socket(s, publisher, *reply);
+    if (bad) {
+      message leave = message::method_call(bus_name::from_unchecked(publisher), multicast::path, multicast::interface,
+                                           multicast::leave_method);
+      leave.set_no_reply_expected();
+      send_on(s, std::move(leave));
+      if (s.multicast_fallback) s.multicast_fallback(publisher, call_error(bad));
+      s.machine.join_done(publisher, multicast::join_outcome::refused, 0, env);
+      return;
+    }
+    s.machine.join_done(publisher, multicast::join_outcome::joined, reply->serial(), env);
+  }
+
+  // A group socket must be what the protocol says: a unix SOCK_SEQPACKET socket, with packets
+  // that fit our buffers.
+  static error install_socket(state& s, const std::string& publisher, const message_view& reply) {
+    auto values = reply.template read<unix_fd, std::uint32_t, std::uint32_t>();
+    if (!values) return values.error().in("Join reply");
+    auto& [fd, version, max_packet] = *values;
+    if (!fd) return error(errc::invalid_argument, error::no_offset, "Join reply carries no socket");
+    if (version < 1) return error(errc::not_supported, error::no_offset, "Join reply: unknown protocol version");
+    if (max_packet == 0 || max_packet > max_packet_size) {
+      return error(errc::not_supported, error::no_offset, "Join reply: packets larger than we take");
+    }
+    int type = 0, domain = 0;
+    socklen_t len = sizeof(type);
+    if (::getsockopt(fd.get(), SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_SEQPACKET) {
+      return error(errc::invalid_argument, error::no_offset, "Join reply: the socket is not SOCK_SEQPACKET");
+    }
+    len = sizeof(domain);
+    if (::getsockopt(fd.get(), SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0 || domain != AF_UNIX) {
+      return error(errc::invalid_argument, error::no_offset, "Join reply: the socket is not AF_UNIX");
+    }
+    if (error e = detail::set_nonblocking(fd.get())) return e;
+    if (multicast::membership* m = live_membership(s, publisher)) {
+      // A re-join: the old socket is read to its end first (the publisher closes it after its
+      // last packet), then this one.
+      m->next_socket = std::move(fd);
+      m->next_max_packet = max_packet;
+      m->switch_by = clock::now() + std::chrono::seconds(2);
+      return {};
+    }
+    multicast::membership& m = s.members.add(publisher, std::move(fd), max_packet);
+    if (error e = s.transport.add_packet_source(m.source, m.socket.get())) {
+      s.members.remove(publisher);
+      return e;
+    }
+    return {};
+  }
+
+  static multicast::membership* live_membership(state& s, std::string_view publisher) {
+    multicast::membership* m = s.members.find(publisher);
+    return m && !m->closing ? m : nullptr;
+  }
+
+  // The membership's socket stops being served; the record goes at the end of the iteration
+  // (a packet of it may be on the way through a handler now).
+  static void close_membership(state& s, const std::string& publisher) {
+    multicast::membership* m = s.members.find(publisher);
+    if (!m || m->closing) return;
+    m->closing = true;
+    s.transport.remove_packet_source(m->source);
+  }
+  static void reap_memberships(state& s) {
+    for (auto it = s.members.all().begin(); it != s.members.all().end();) {
+      it = it->second.closing ? s.members.all().erase(it) : std::next(it);
+    }
+  }
+
+  // The group is gone: its subscriptions go back to the bus at once.
+  static void group_lost(state& s, const std::string& publisher, const error& why) {
+    if (!live_membership(s, publisher)) return;
+    close_membership(s, publisher);
+    machine_env env{s};
+    s.machine.group_lost(publisher, env);
+    if (s.multicast_lost) s.multicast_lost(publisher, why);
+  }
+
+  // The publisher broke the protocol: we leave its group and use the bus.
+  static void group_broken(state& s, const std::string& publisher, const error& why) {
+    if (s.invalid_message) s.invalid_message(why);
+    message leave = message::method_call(bus_name::from_unchecked(publisher), multicast::path, multicast::interface,
+                                         multicast::leave_method);
+    leave.set_no_reply_expected();
+    send_on(s, std::move(leave));
+    group_lost(s, publisher, why);
+  }
+
+  // subscribe_via::multicast: Join now and wait for the reply (nothing else is dispatched).
+  error join_blocking(std::uint64_t id, const std::string& publisher, const std::string& sender) {
+    state& s = *st_;
+    machine_env env{s};
+    (void)sender;
+    const std::uint32_t before = s.serial;
+    if (!s.machine.join_now(publisher, env) && !s.machine.joining(publisher)) {
+      const auto* st = s.machine.find(id);
+      return st && st->gate.in_group ? error() : error(errc::not_supported, error::no_offset, "nothing to join");
+    }
+    // The Join just sent is the pending call with the newest serial after `before`.
+    std::uint32_t serial = 0;
+    for (std::uint32_t js : s.join_calls) {
+      if (multicast::serial_before(before, js) && (serial == 0 || multicast::serial_before(serial, js))) serial = js;
+    }
+    auto it = serial == 0 ? s.pending.end() : s.pending.find(serial);
+    if (it == s.pending.end()) return error(errc::not_supported, error::no_offset, "no Join under way");
+    reply_handler handler = std::move(it->second.handler);
+    s.pending.erase(it);
+    auto reply = wait_for_reply(serial, clock::now() + s.opts.multicast_join_timeout);
+    if (reply) {
+      handler(reply->view());
+    } else {
+      s.join_calls.erase(serial);
+      handler(reply.error());
+    }
+    const auto* st = s.machine.find(id);
+    if (st && st->gate.in_group) return {};
+    return reply ? error(errc::not_supported, error::no_offset, "the group could not be joined")
+                 : reply.error().cause();
+  }
+
+  // ---- packets ----------------------------------------------------------------------------------
 
   void install_packet_handler() {
     if (!st_) return;
     state* sp = st_.get();  // the transport lives inside the state: the pointer outlives the handler
     packet_handler h;
     h.packet = [sp](std::uint32_t source, std::span<const std::byte> bytes) {
-      if (multicast::membership* m = sp->members.by_source(source)) {
-        sp->members.on_packet(*m, bytes, packet_delivery(*sp), packet_problem(*sp));
-      }
+      multicast::membership* m = sp->members.by_source(source);
+      if (!m || m->closing) return;
+      const std::string publisher = m->publisher;
+      on_packet(*sp, publisher, bytes, false);
     };
     h.closed = [sp](std::uint32_t source, const error& why) {
-      if (multicast::membership* m = sp->members.by_source(source)) {
-        group_lost(*sp, m->publisher, why);
-      } else if (sp->packet_closed) {
-        sp->packet_closed(source, why);
+      multicast::membership* m = sp->members.by_source(source);
+      if (!m) {
+        if (sp->packet_closed) sp->packet_closed(source, why);
+        return;
       }
+      if (m->closing) return;
+      const std::string publisher = m->publisher;
+      if (m->next_socket) return switch_socket(*sp, *m);
+      group_lost(*sp, publisher, why);
     };
     h.sent = [sp](std::uint64_t token, int res) {
       if (sp->packet_sent) sp->packet_sent(token, res);
@@ -878,197 +1140,118 @@ class basic_connection {
     st_->transport.set_packet_handler(std::move(h));
   }
 
-  static multicast::packet_delivery packet_delivery(state& s) {
-    return [&s](multicast::membership&, const message_view& m) {
-      if (m.type() != message_type::signal) return;
-      s.handling_packet = true;
-      dispatch_signal(s, m, true);
-      s.handling_packet = false;
-    };
+  // A re-join's socket takes over from the old one, which has been read to its end.
+  static void switch_socket(state& s, multicast::membership& m) {
+    s.transport.remove_packet_source(m.source);
+    m.socket = std::move(m.next_socket);
+    m.max_packet = m.next_max_packet;
+    m.switch_by.reset();
+    s.members.renumber(m);
+    if (error e = s.transport.add_packet_source(m.source, m.socket.get())) group_lost(s, m.publisher, e);
   }
-  static multicast::packet_problem packet_problem(state& s) {
-    return [&s](multicast::membership&, const error& e) {
+
+  // Where a packet goes once stream_merge has put it in order.
+  struct packet_sink {
+    state& s;
+    const std::string& publisher;
+    std::span<const std::byte> current{};
+    std::uint32_t serial = 0;
+    multicast::packet_kind kind = multicast::packet_kind::signal;
+
+    multicast::held_packet hold() { return {serial, kind, std::vector<std::byte>(current.begin(), current.end())}; }
+    void deliver_current() { deliver_bytes(current); }
+    void deliver(multicast::held_packet& h) { deliver_bytes(h.bytes); }
+    void problem(const error& e) {
       if (s.invalid_message) s.invalid_message(e);
-    };
-  }
-
-  // Joins (or re-joins, with one more rule) the group of the publisher behind `sender`. Returns
-  // the publisher's unique name; an error means the subscription should use the bus.
-  call_result<std::string> join_group(std::string_view sender, const std::string& rule) {
-    state& s = *st_;
-    std::string publisher(sender);
-    if (sender[0] != ':') {
-      auto owner = get_name_owner(bus_name::from_unchecked(sender));
-      if (!owner) return owner.error();
-      publisher = std::move(*owner);
     }
-    std::vector<std::string> rules;
-    if (multicast::membership* m = s.members.find(publisher)) rules = m->rules;
-    rules.push_back(rule);
-    auto joined = join_call(bus_name::from_unchecked(sender), rules);
-    if (!joined) {
-      if (s.multicast_fallback) s.multicast_fallback(sender, joined.error());
-      return joined.error();
-    }
-    install_group(publisher, std::string(sender), std::move(joined->first), joined->second, std::move(rules));
-    return publisher;
-  }
-
-  call_result<std::pair<unix_fd, std::uint32_t>> join_call(bus_name name, const std::vector<std::string>& rules) {
-    if (!st_->unix_fds) return call_error(error(errc::not_supported, error::no_offset, "no fd passing on this bus"));
-    auto reply = call(join_message(name, rules), st_->opts.multicast_join_timeout);
-    if (!reply) return reply.error();
-    return read_join_reply(*st_, name, reply->view());
-  }
-
-  static message join_message(bus_name name, const std::vector<std::string>& rules) {
-    message join = message::method_call(name, multicast::path, multicast::interface, multicast::join_method);
-    join.append(rules, multicast::known_join_flags);
-    return join;
-  }
-
-  // The socket and packet size of a Join reply; a group we cannot take is left at once.
-  static call_result<std::pair<unix_fd, std::uint32_t>> read_join_reply(state& s, bus_name name,
-                                                                        const message_view& reply) {
-    auto values = reply.template read<unix_fd, std::uint32_t, std::uint32_t>();
-    if (!values) return call_error(values.error());
-    auto& [fd, version, max_packet] = *values;
-    if (version < 1 || max_packet > max_packet_size || !fd) {
-      message leave = message::method_call(name, multicast::path, multicast::interface, multicast::leave_method);
-      leave.set_no_reply_expected();
-      send_on(s, std::move(leave));
-      return call_error(error(errc::not_supported, error::no_offset, "publisher's packets are larger than we take"));
-    }
-    return std::pair<unix_fd, std::uint32_t>(std::move(fd), max_packet);
-  }
-
-  void install_group(const std::string& publisher, std::string joined_as, unix_fd fd, std::uint32_t max_packet,
-                     std::vector<std::string> rules) {
-    install_group_on(*st_, publisher, std::move(joined_as), std::move(fd), max_packet, std::move(rules));
-  }
-
-  static void install_group_on(state& s, const std::string& publisher, std::string joined_as, unix_fd fd,
-                               std::uint32_t max_packet, std::vector<std::string> rules) {
-    if (multicast::membership* old = s.members.find(publisher)) {
-      // The publisher moved us to the new socket: what the old one still holds comes first.
-      const std::uint32_t old_source = old->source;
-      s.transport.drain_packets(old_source, [&](std::span<const std::byte> bytes) {
-        s.members.on_packet(*old, bytes, packet_delivery(s), packet_problem(s));
-      });
-      s.transport.remove_packet_source(old_source);
-      s.members.remove(publisher);
-    }
-    multicast::membership& m = s.members.add(publisher, std::move(joined_as), std::move(fd), max_packet);
-    m.rules = std::move(rules);
-    if (error e = s.transport.add_packet_source(m.source, m.socket.get())) {
-      group_lost(s, publisher, e);
-    }
-  }
-
-  // Subscriptions that the bus served while a group was being (re-)joined move to the group: the
-  // bus stops sending them, and the group's publisher's broadcast copies are ignored from here on.
-  static void move_to_group(state& s, const std::vector<std::uint64_t>& ids, const std::string& publisher) {
-    for (std::uint64_t id : ids) {
-      auto it = s.subscriptions.find(id);
-      if (it == s.subscriptions.end()) continue;
-      if (it->second.publisher.empty()) {
-        message remove = message::method_call(bus_service, bus_path, bus_interface, "RemoveMatch");
-        remove.append(it->second.text);
-        remove.set_no_reply_expected();
-        send_on(s, std::move(remove));
+    void deliver_bytes(std::span<const std::byte> bytes) {
+      auto v = message_view::parse(bytes);
+      if (!v) return;  // checked when it arrived
+      if (multicast::is_loss_notice(*v)) {
+        auto range = v->template read<std::uint32_t, std::uint32_t, std::uint32_t>();
+        if (range && s.multicast_gap)
+          s.multicast_gap(publisher, std::get<0>(*range), std::get<1>(*range), std::get<2>(*range));
+        return;
       }
-      it->second.publisher = publisher;
+      if (v->type() != message_type::signal || multicast::is_control(*v)) return;
+      s.handling_packet = true;
+      dispatch_signal(s, *v, multicast::origin::packet);
+      s.handling_packet = false;
+    }
+  };
+
+  // A packet from `publisher`'s socket: checked, then put in order (or held, when `drained`).
+  static void on_packet(state& s, const std::string& publisher, std::span<const std::byte> bytes, bool drained) {
+    multicast::membership* m = live_membership(s, publisher);
+    if (!m) return;
+    if (bytes.size() > m->max_packet) {
+      return group_broken(s, publisher,
+                          error(errc::message_too_long, error::no_offset,
+                                "multicast packet larger than the max_packet its publisher announced"));
+    }
+    auto v = message_view::parse(bytes);
+    packet_sink sink{s, publisher, bytes};
+    if (!v) return sink.problem(v.error().in("multicast packet"));
+    if (v->header().sender != publisher) {
+      return sink.problem(
+          error(errc::invalid_argument, error::no_offset, "packet does not carry the publisher's name"));
+    }
+    ++m->packets;
+    sink.serial = v->serial();
+    sink.kind = multicast::is_marker(*v)        ? multicast::packet_kind::marker
+                : multicast::is_loss_notice(*v) ? multicast::packet_kind::lost
+                                                : multicast::packet_kind::signal;
+    if (sink.kind == multicast::packet_kind::marker) ++m->markers;
+    if (drained) {
+      m->merge.on_drained(sink.serial, sink);
+    } else {
+      m->merge.on_packet(sink.serial, sink.kind, sink);
     }
   }
 
-  // A subscription served by a group ended: with no rule left, leave the group.
-  static void leave_rule(state& s, const std::string& publisher, const std::string& rule) {
-    multicast::membership* m = s.members.find(publisher);
-    if (!m) return;
-    if (auto it = std::find(m->rules.begin(), m->rules.end(), rule); it != m->rules.end()) m->rules.erase(it);
-    // The filter stays as wide as it was until no rule is left: extra packets are matched away.
-    if (!m->rules.empty()) return;
-    message leave = message::method_call(bus_name::from_unchecked(publisher), multicast::path, multicast::interface,
-                                         multicast::leave_method);
-    leave.set_no_reply_expected();
-    send_on(s, std::move(leave));
-    s.transport.remove_packet_source(m->source);
-    s.members.remove(publisher);
+  // Everything already received on the membership's socket joins the merge, held. The transport
+  // may hand the packets over out of order (uring_transport::drain_packets): they are put back in
+  // the publisher's order by serial, counted from the last packet merged.
+  void drain_into(state& s, multicast::membership& m) {
+    const std::string publisher = m.publisher;
+    std::vector<std::pair<std::uint32_t, std::vector<std::byte>>> drained;
+    s.transport.drain_packets(m.source, [&](std::span<const std::byte> bytes) {
+      auto v = message_view::parse(bytes);
+      drained.emplace_back(v ? v->serial() : 0, std::vector<std::byte>(bytes.begin(), bytes.end()));
+    });
+    const std::uint32_t base = m.merge.last_packet().value_or(drained.empty() ? 0 : drained.front().first);
+    std::stable_sort(drained.begin(), drained.end(),
+                     [base](const auto& a, const auto& b) { return a.first - base < b.first - base; });
+    for (auto& [serial, bytes] : drained) on_packet(s, publisher, bytes, true);
   }
 
-  // The group is gone (dropped over quota, socket closed, publisher exited): its subscriptions go
-  // to the bus at once, and the publisher is asked to take us back.
-  static void group_lost(state& s, std::string publisher, const error& why) {
-    multicast::membership* m = s.members.find(publisher);
-    if (!m) return;
-    std::vector<std::string> rules = std::move(m->rules);
-    std::string joined_as = std::move(m->joined_as);
-    s.transport.remove_packet_source(m->source);
-    s.members.remove(publisher);
-    std::vector<std::uint64_t> ids;
-    for (auto& [id, sub] : s.subscriptions) {
-      if (sub.publisher != publisher) continue;
-      ids.push_back(id);
-      sub.publisher.clear();
-      if (s.connected && s.opts.hello) {
-        message add = message::method_call(bus_service, bus_path, bus_interface, "AddMatch");
-        add.append(sub.text);
-        add.set_no_reply_expected();
-        send_on(s, std::move(add));
+  // Timers of the member side: markers given up, re-join back-offs, re-join sockets taken up.
+  void member_timers() {
+    state& s = *st_;
+    const auto now = clock::now();
+    for (auto& [name, m] : s.members.all()) {
+      if (m.closing) continue;
+      packet_sink sink{s, name};
+      m.merge.expire(now, s.opts.multicast_marker_timeout, s.opts.multicast_max_held, sink);
+      if (m.switch_by && now >= *m.switch_by) {
+        drain_into(s, m);
+        switch_socket(s, m);
       }
     }
-    if (s.multicast_lost) s.multicast_lost(publisher, why);
-    // A drop shows as the Dropped signal or as the socket closing, whichever is read first. A
-    // publisher that has exited refuses the Join, and NameOwnerChanged brings its successor.
-    const bool publisher_may_take_us_back = why.code() == errc::dropped || why.code() == errc::disconnected;
-    if (publisher_may_take_us_back && s.opts.multicast_rejoin_after_drop && !ids.empty()) {
-      rejoin_after_drop(s, publisher, std::move(joined_as), std::move(rules), std::move(ids));
-    }
+    machine_env env{s};
+    s.machine.tick(env);
+    reap_memberships(s);
   }
 
-  // An asynchronous Join: the drop is reported from inside a loop iteration, which must not block.
-  static void rejoin_after_drop(state& s, const std::string& publisher, std::string joined_as,
-                                std::vector<std::string> rules, std::vector<std::uint64_t> ids) {
-    if (!s.unix_fds) return;
-    const bus_name name = bus_name::from_unchecked(publisher);
-    const std::uint32_t serial = send_on(s, join_message(name, rules));
-    if (serial == 0) return;
-    const auto deadline = clock::now() + s.opts.multicast_join_timeout;
-    state* sp = &s;  // the state outlives its pending calls: they end with it
-    s.pending.emplace(serial,
-                      pending_call{deadline, [sp, publisher, joined_as = std::move(joined_as), rules = std::move(rules),
-                                              ids = std::move(ids)](call_result<message_view> reply) {
-                                     state& st = *sp;
-                                     call_result<std::pair<unix_fd, std::uint32_t>> joined =
-                                         reply ? read_join_reply(st, bus_name::from_unchecked(publisher), *reply)
-                                               : call_result<std::pair<unix_fd, std::uint32_t>>(reply.error());
-                                     if (!joined) {
-                                       if (st.multicast_fallback) st.multicast_fallback(publisher, joined.error());
-                                       return;  // the subscriptions stay on the bus
-                                     }
-                                     install_group_on(st, publisher, joined_as, std::move(joined->first),
-                                                      joined->second, rules);
-                                     move_to_group(st, ids, publisher);
-                                   }});
-    s.deadlines.emplace(deadline, serial);
-  }
-
-  // A well-known name got a new owner: subscriptions naming it as sender re-join the new owner's
-  // group if it has one (a restarted publisher), leaving the bus where they had fallen back to it.
-  void rejoin_after_restart(const std::string& name, const std::string& new_owner) {
-    state& s = *st_;
-    std::vector<std::uint64_t> ids;
-    std::vector<std::string> rules;
-    for (auto& [id, sub] : s.subscriptions) {
-      if (sub.rule.sender().value_or(std::string_view()) != name || sub.publisher == new_owner) continue;
-      ids.push_back(id);
-      rules.push_back(sub.text);
+  std::optional<clock::time_point> member_deadline() const {
+    const state& s = *st_;
+    std::optional<clock::time_point> next = s.machine.next_deadline();
+    for (const auto& [name, m] : s.members.all()) {
+      for (auto t : {m.merge.gives_up_at(s.opts.multicast_marker_timeout), m.switch_by}) {
+        if (t && (!next || *t < *next)) next = t;
+      }
     }
-    if (ids.empty()) return;
-    auto joined = join_call(bus_name::from_unchecked(name), rules);
-    if (!joined) return;  // not a publisher (or refused): the subscriptions stay on the bus
-    install_group(new_owner, name, std::move(joined->first), joined->second, rules);
-    move_to_group(s, ids, new_owner);
+    return next;
   }
 
   void expire_calls() {

@@ -86,7 +86,7 @@ TEST_P(Multicast, EachMemberGetsExactlyItsMatchesInOrder) {
   start_subscriber(a, "type='signal',sender='" + sender + "',member='Reading',arg0='a'");
   start_subscriber(b, "type='signal',sender='" + sender + "',member='Other'");
   start_subscriber(none, "type='signal',sender='" + sender + "',arg0='nobody-sends-this'");
-  ASSERT_EQ(p.loop->run([&](connection&) { return p.pub->member_count(); }), 3u);
+  ASSERT_TRUE(p.loop->wait_for([&] { return p.pub->member_count() == 3u; }));
 
   constexpr int n = 300;
   const error e = p.loop->run([&](connection&) {
@@ -262,7 +262,7 @@ TEST_P(Multicast, AMemberThatHangsUpIsRemovedAtOnce) {
   ASSERT_TRUE(p.loop->wait_for([&] { return p.pub->member_count() == 0; }))
       << "the publisher still lists the member after its socket closed";
   EXPECT_TRUE(hand->connected());
-  EXPECT_EQ(p.loop->run([&](connection&) { return p.pub->stats().dropped_members; }), 0u);
+  EXPECT_EQ(p.loop->run([&](connection&) { return p.pub->stats().lost; }), 0u);
 }
 
 TEST_P(Multicast, MembersThatLeaveOrVanishAreCleanedUpWithoutFdLeaks) {
@@ -282,7 +282,7 @@ TEST_P(Multicast, MembersThatLeaveOrVanishAreCleanedUpWithoutFdLeaks) {
     subscriber_side left, crashed;
     start_subscriber(left, "type='signal',sender='" + sender + "'");
     start_subscriber(crashed, "type='signal',sender='" + sender + "'");
-    ASSERT_EQ(p.loop->run([&](connection&) { return p.pub->member_count(); }), 2u);
+    ASSERT_TRUE(p.loop->wait_for([&] { return p.pub->member_count() == 2u; }));
     left.loop.reset();                     // the subscription ends: Leave
     crashed.loop->run([](connection& c) {  // the process "crashes": its socket closes under it
       const int fd = c.socket_fd();

@@ -151,6 +151,18 @@ inline std::uint64_t group_packets(looper& loop, const std::string& publisher) {
   });
 }
 
+// subscribe() joins a publisher's group in the background: waits (from outside the loop) until
+// the connection is in `publisher`'s group.
+inline bool wait_joined(looper& loop, const std::string& publisher,
+                        std::chrono::milliseconds limit = std::chrono::seconds(30)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (group_packets(loop, publisher) == ~std::uint64_t{0}) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
 // A Join made by hand, as any D-Bus client could make it (docs/multicast-protocol.md), so that
 // the test owns the socket and no mcbus member code ever reads it.
 struct hand_joined {

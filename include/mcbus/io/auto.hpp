@@ -77,6 +77,18 @@ class auto_transport {
   error wait(int timeout_ms, Sink&& sink) {
     return std::visit([&](auto& t) { return t.wait(timeout_ms, sink); }, impl_);
   }
+  // Work in hand that makes no fd readable (see uring_transport::has_work): poll again at once.
+  bool has_work() const noexcept {
+    return std::visit(
+        [](const auto& t) {
+          if constexpr (requires { t.has_work(); }) {
+            return t.has_work();
+          } else {
+            return false;
+          }
+        },
+        impl_);
+  }
   short poll_events() const noexcept {
     return std::visit([](const auto& t) { return t.poll_events(); }, impl_);
   }

@@ -81,6 +81,17 @@ class uring_transport {
   bool can_pass_fds() const noexcept { return state_->can_pass_fds; }
   bool has_pending_output() const noexcept { return !state_->out.empty(); }
   bool uses_buffer_ring() const noexcept { return state_->buf_ring != nullptr; }
+  // Work that the ring's fd does not show: completions taken from the ring early (by flush(),
+  // drain_packets() or reap_packet_sends()) and receives whose multishot ended (a buffer ring ran
+  // dry) wait for the next wait(). A foreign loop must then call process() without polling.
+  bool has_work() const noexcept {
+    const state& s = *state_;
+    if (!s.stashed.empty() || (!s.recv_armed && !s.eof)) return true;
+    for (const packet_source& src : s.sources) {
+      if (!src.armed) return true;
+    }
+    return false;
+  }
   void enqueue(message&& m) { state_->out.push(std::move(m)); }
 
   // Starts the next send without waiting. A send that completed since the last wait is reaped
@@ -203,10 +214,14 @@ class uring_transport {
   // Hands every packet of source `id` that has already arrived to fn, now: those the multishot
   // receive has taken (completions are collected from the kernel first), then those still in the
   // socket. Other completions met on the way are kept for the next wait().
+  //
+  // The multishot receive runs as task work at our own syscall boundaries, so it may take a
+  // packet between two of the recv() calls here: the completions are collected once more at the
+  // end. The packets handed over are then all that arrived, but not necessarily in the order they
+  // were sent; the caller puts them in order (their serials tell it).
   template <class Fn>
   void drain_packets(std::uint32_t id, Fn&& fn) {
     state& s = *state_;
-    io_uring_get_events(&s.ring);
     // Completions already stashed come first: they are older.
     for (auto it = s.stashed.begin(); it != s.stashed.end();) {
       if (kind_of(it->tag) == kind_packet_recv && payload_of(it->tag) == id) {
@@ -216,17 +231,7 @@ class uring_transport {
         ++it;
       }
     }
-    io_uring_cqe* cqe;
-    while (io_uring_peek_cqe(&s.ring, &cqe) == 0) {
-      const stashed_cqe c{io_uring_cqe_get_data64(cqe), cqe->res, cqe->flags};
-      io_uring_cqe_seen(&s.ring, cqe);
-      if (kind_of(c.tag) == kind_packet_recv && payload_of(c.tag) == id) {
-        if (!(c.flags & IORING_CQE_F_MORE)) mark_unarmed(id);
-        deliver_packet(id, c.res, c.flags, fn);
-      } else {
-        s.stashed.push_back(c);
-      }
-    }
+    collect_packet_completions(id, fn);
     for (const packet_source& src : s.sources) {
       if (src.id != id) continue;
       if (!s.drain_buf) s.drain_buf = std::make_unique_for_overwrite<std::byte[]>(packet_buffer_size);
@@ -236,6 +241,7 @@ class uring_transport {
         fn(std::span<const std::byte>(s.drain_buf.get(), static_cast<std::size_t>(n)));
       }
     }
+    collect_packet_completions(id, fn);
   }
 
  private:
@@ -484,6 +490,23 @@ class uring_transport {
     } else if (res > 0) {
       if (packet_source* src = find_source(id); src && src->single) {
         fn(std::span<const std::byte>(src->single.get(), static_cast<std::size_t>(res)));
+      }
+    }
+  }
+
+  template <class Fn>
+  void collect_packet_completions(std::uint32_t id, Fn& fn) {
+    state& s = *state_;
+    io_uring_get_events(&s.ring);
+    io_uring_cqe* cqe;
+    while (io_uring_peek_cqe(&s.ring, &cqe) == 0) {
+      const stashed_cqe c{io_uring_cqe_get_data64(cqe), cqe->res, cqe->flags};
+      io_uring_cqe_seen(&s.ring, cqe);
+      if (kind_of(c.tag) == kind_packet_recv && payload_of(c.tag) == id) {
+        if (!(c.flags & IORING_CQE_F_MORE)) mark_unarmed(id);
+        deliver_packet(id, c.res, c.flags, fn);
+      } else {
+        s.stashed.push_back(c);
       }
     }
   }

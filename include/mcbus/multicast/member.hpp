@@ -1,70 +1,404 @@
-// mcbus/multicast: the member side of a group: the sockets a connection joined, and the rule that
-// keeps a publisher's messages in serial order across its two paths.
+// mcbus/multicast: the member side. member_machine is the membership state machine as pure
+// logic (the SASL client is the model): it decides, for a connection's subscriptions, when to
+// probe a sender, when to Join, when to leave, and which path serves each subscription. The
+// connection carries out what it asks through an Env; the simulation test drives the same code
+// with a simulated bus.
 //
-// A publisher's messages reach a member on the group socket (in order) and over the bus (in
-// order): replies, unicast fallbacks, and broadcast copies that other subscriptions see. Before
-// a message from the bus is handled, the packets that arrived before it are taken from the socket
-// and handled first, and any later ones are held back. A Unicast marker in the packet stream says
-// that the message with that serial comes over the bus: packets after it wait until it has.
+// Per publisher (by unique name) the states are:
+//
+//   unknown ──probe──▶ probing ──offers──▶ joining ──reply R──▶ member ──lost──▶ backoff ──▶ joining
+//                         │no                 │refused                 │left/owner moved
+//                         ▼                   ▼                        ▼
+//                    not a publisher       backoff                    none
+//
+// Per subscription: it is on the bus (AddMatch) from subscribe() on, until a Join that carries
+// its rule is answered; then the group serves it from the reply's serial on (delivery_gate,
+// stream.hpp) and the bus rule is removed. When the group is lost, or the rule's sender changes
+// owner, it goes back to the bus at once. A subscription made with subscribe_via::bus never joins.
 #pragma once
 
 #include <mcbus/error.hpp>
 #include <mcbus/multicast/protocol.hpp>
-#include <mcbus/wire/message.hpp>
+#include <mcbus/multicast/stream.hpp>
 #include <mcbus/wire/unix_fd.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
-#include <deque>
-#include <functional>
 #include <map>
-#include <span>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 MCBUS_NAMESPACE_BEGIN
+
+// Which path a subscription takes. automatic: the publisher's multicast group when the rule's
+// sender offers org.mcbus.Multicast1 (learnt in the background; the bus serves meanwhile), the bus
+// otherwise. bus: the bus, always. multicast: subscribe() waits for the group and fails without it.
+enum class subscribe_via { automatic, bus, multicast };
+
 namespace multicast {
 
+// Re-joins after a group was lost wait this long, doubling up to the cap, so that a publisher that
+// keeps closing the socket is not asked again in a tight loop. A membership that lasted
+// `backoff_reset` starts again from the first step.
+struct rejoin_backoff {
+  std::chrono::milliseconds first{100};
+  std::chrono::milliseconds cap{30000};
+  std::chrono::milliseconds reset_after{10000};
+};
+
+// How a Join (or the probe before it) ended.
+enum class join_outcome {
+  joined,         // reply serial given
+  not_publisher,  // the sender offers no org.mcbus.Multicast1
+  gone,           // the sender left the bus
+  refused,        // denied, full, a bad reply, a timeout: try again later
+};
+
+class member_machine {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  struct subscription_state {
+    std::string text;    // the canonical rule
+    std::string sender;  // the rule's sender (a well-known or unique name), empty: none
+    bool wants_group = false;
+    bool bus_match = false;  // the rule is in place on the bus
+    delivery_gate gate;
+  };
+
+  explicit member_machine(rejoin_backoff b = {}) : backoff_(b) {}
+
+  // A new subscription, already added to the bus when `on_bus` (AddMatch answered). With
+  // subscribe_via::multicast the caller starts the Join itself (join_now()).
+  template <class Env>
+  void subscribe(std::uint64_t id, std::string text, std::string sender, subscribe_via via, bool on_bus, Env& env) {
+    subscription_state& s = subs_[id];
+    s.text = std::move(text);
+    s.sender = std::move(sender);
+    s.wants_group = via != subscribe_via::bus && !s.sender.empty();
+    s.bus_match = on_bus;
+    if (!s.wants_group) return;
+    const std::string publisher = resolve(s.sender);
+    if (publisher.empty()) return;  // nobody owns the name yet: NameOwnerChanged brings the owner
+    s.gate.follow(publisher);
+    if (via != subscribe_via::multicast) ensure(publisher, env);
+  }
+
+  template <class Env>
+  void unsubscribe(std::uint64_t id, Env& env) {
+    auto it = subs_.find(id);
+    if (it == subs_.end()) return;
+    subscription_state s = std::move(it->second);
+    subs_.erase(it);
+    if (s.bus_match) env.remove_match(s.text);
+    if (s.gate.in_group) release_if_unwanted(s.gate.publisher, env);
+  }
+
+  // The owner of a well-known name that subscriptions name, as the bus reports it ("" = none).
+  void set_owner(std::string_view name, std::string_view owner) {
+    if (name.empty() || name[0] == ':') return;
+    owners_.insert_or_assign(std::string(name), std::string(owner));
+  }
+  bool tracks_owner(std::string_view name) const { return owners_.find(name) != owners_.end(); }
+  std::string_view owner(std::string_view name) const {
+    auto it = owners_.find(name);
+    return it == owners_.end() ? std::string_view() : std::string_view(it->second);
+  }
+
+  // NameOwnerChanged for a tracked name: its subscriptions follow the new owner, over the bus
+  // until they are in its group.
+  template <class Env>
+  void owner_changed(std::string_view name, std::string_view new_owner, Env& env) {
+    if (!tracks_owner(name)) return;
+    set_owner(name, new_owner);
+    std::vector<std::string> left;
+    for (auto& [id, s] : subs_) {
+      if (!s.wants_group || s.sender != name || s.gate.publisher == new_owner) continue;
+      if (s.gate.in_group) {
+        left.push_back(s.gate.publisher);
+        s.gate.leave();
+        back_to_bus(s, env);
+      }
+      s.gate.follow(new_owner);
+    }
+    for (const std::string& p : left) release_if_unwanted(p, env);
+    if (!new_owner.empty()) ensure(std::string(new_owner), env);
+  }
+
+  // The probe (is org.mcbus.Multicast1 there?) came back.
+  template <class Env>
+  void probe_done(const std::string& publisher, join_outcome outcome, Env& env) {
+    auto it = groups_.find(publisher);
+    if (it == groups_.end()) return;
+    group& g = it->second;
+    g.state = step::idle;
+    switch (outcome) {
+      case join_outcome::joined: g.offers = true; break;
+      case join_outcome::not_publisher:
+        g.offers = false;
+        env.fallback(publisher, "it does not offer org.mcbus.Multicast1");
+        return;
+      case join_outcome::gone: groups_.erase(it); return;
+      case join_outcome::refused: delay(g, env.now()); break;
+    }
+    ensure(publisher, env);
+  }
+
+  // The Join came back. With `joined`, the connection has installed the socket; `reply` is the
+  // serial of the reply, from which the group serves the subscriptions the Join carried.
+  template <class Env>
+  void join_done(const std::string& publisher, join_outcome outcome, std::uint32_t reply, Env& env) {
+    auto it = groups_.find(publisher);
+    if (it == groups_.end()) return;
+    group& g = it->second;
+    g.state = step::idle;
+    std::vector<std::uint64_t> carried = std::move(g.carried);
+    g.carried.clear();
+    switch (outcome) {
+      case join_outcome::joined:
+        if (!g.member) g.member_since = env.now();
+        g.member = true;
+        for (std::uint64_t id : carried) {
+          auto s = subs_.find(id);
+          if (s == subs_.end() || s->second.gate.in_group || s->second.gate.publisher != publisher) continue;
+          s->second.gate.join(publisher, reply);
+          if (s->second.bus_match) {
+            env.remove_match(s->second.text);
+            s->second.bus_match = false;
+          }
+        }
+        break;
+      case join_outcome::not_publisher:
+        g.offers = false;
+        env.fallback(publisher, "it does not offer org.mcbus.Multicast1");
+        return;
+      case join_outcome::gone:
+        if (!g.member) groups_.erase(it);
+        return;
+      case join_outcome::refused:
+        delay(g, env.now());
+        env.fallback(publisher, "the Join failed; the bus serves meanwhile");
+        break;
+    }
+    ensure(publisher, env);
+  }
+
+  // The group socket is gone (the publisher exited, closed it, or broke the protocol). Its
+  // subscriptions are back on the bus at once; a re-join follows after the back-off.
+  template <class Env>
+  void group_lost(const std::string& publisher, Env& env) {
+    auto it = groups_.find(publisher);
+    if (it == groups_.end()) return;
+    group& g = it->second;
+    const bool lasted = g.member && env.now() - g.member_since >= backoff_.reset_after;
+    g.member = false;
+    for (auto& [id, s] : subs_) {
+      if (s.gate.publisher != publisher || !s.gate.in_group) continue;
+      s.gate.leave();
+      back_to_bus(s, env);
+    }
+    if (lasted) g.backoff = {};
+    delay(g, env.now());
+    ensure(publisher, env);
+  }
+
+  // Time passed: attempts whose back-off ended go ahead.
+  template <class Env>
+  void tick(Env& env) {
+    const auto now = env.now();
+    std::vector<std::string> due;
+    for (auto& [name, g] : groups_) {
+      if (g.state == step::idle && g.not_before && *g.not_before <= now) due.push_back(name);
+    }
+    for (const std::string& name : due) ensure(name, env);
+  }
+  // The earliest back-off that is still running, for the loop's timeout.
+  std::optional<clock::time_point> next_deadline() const {
+    std::optional<clock::time_point> next;
+    for (const auto& [name, g] : groups_) {
+      if (g.state == step::idle && g.not_before && (!next || *g.not_before < *next)) next = g.not_before;
+    }
+    return next;
+  }
+
+  // For subscribe_via::multicast: start the Join now (no probe, no back-off). False when one is
+  // already under way or nothing needs it.
+  template <class Env>
+  bool join_now(const std::string& publisher, Env& env) {
+    group& g = groups_[publisher];
+    if (g.state != step::idle) return false;
+    g.offers = true;
+    g.not_before.reset();
+    return start_join(publisher, g, env);
+  }
+
+  const subscription_state* find(std::uint64_t id) const {
+    auto it = subs_.find(id);
+    return it == subs_.end() ? nullptr : &it->second;
+  }
+  subscription_state* find(std::uint64_t id) {
+    auto it = subs_.find(id);
+    return it == subs_.end() ? nullptr : &it->second;
+  }
+  bool joining(const std::string& publisher) const {
+    auto it = groups_.find(publisher);
+    return it != groups_.end() && it->second.state != step::idle;
+  }
+  bool member_of(const std::string& publisher) const {
+    auto it = groups_.find(publisher);
+    return it != groups_.end() && it->second.member;
+  }
+  // The rules a Join of `publisher` carries now: every subscription that wants its group.
+  std::vector<std::string> rules_for(const std::string& publisher) const {
+    std::vector<std::string> out;
+    for (const auto& [id, s] : subs_) {
+      if (!wants(s, publisher)) continue;
+      if (std::find(out.begin(), out.end(), s.text) == out.end()) out.push_back(s.text);
+    }
+    return out;
+  }
+
+ private:
+  enum class step : std::uint8_t { idle, probing, joining };
+  struct group {
+    step state = step::idle;
+    std::optional<bool> offers;  // org.mcbus.Multicast1 is there
+    bool member = false;
+    bool again = false;  // rules changed while a call was out
+    std::vector<std::uint64_t> carried;
+    clock::duration backoff{};
+    std::optional<clock::time_point> not_before;
+    clock::time_point member_since{};
+  };
+
+  std::string resolve(std::string_view sender) const {
+    if (sender.empty() || sender[0] == ':') return std::string(sender);
+    return std::string(owner(sender));
+  }
+  bool wants(const subscription_state& s, std::string_view publisher) const {
+    return s.wants_group && !publisher.empty() && s.gate.publisher == publisher;
+  }
+
+  void delay(group& g, clock::time_point now) {
+    g.backoff = g.backoff == clock::duration{} ? clock::duration(backoff_.first)
+                                               : std::min<clock::duration>(g.backoff * 2, backoff_.cap);
+    g.not_before = now + g.backoff;
+  }
+
+  template <class Env>
+  void back_to_bus(subscription_state& s, Env& env) {
+    if (s.bus_match) return;
+    env.add_match(s.text);
+    s.bus_match = true;
+  }
+
+  template <class Env>
+  void ensure(const std::string& publisher, Env& env) {
+    bool needed = false, wanted = false;
+    for (const auto& [id, s] : subs_) {
+      if (!wants(s, publisher)) continue;
+      wanted = true;
+      if (!s.gate.in_group) needed = true;
+    }
+    auto it = groups_.find(publisher);
+    if (!wanted) {
+      if (it != groups_.end() && !it->second.member && it->second.state == step::idle) groups_.erase(it);
+      return;
+    }
+    if (!needed) return;
+    group& g = it == groups_.end() ? groups_[publisher] : it->second;
+    if (g.state != step::idle) {
+      g.again = true;
+      return;
+    }
+    if (g.offers == false) return;
+    if (g.not_before && env.now() < *g.not_before) return;  // tick() goes on when it ends
+    g.not_before.reset();
+    if (!g.offers) {
+      g.state = step::probing;
+      env.probe(publisher);
+      return;
+    }
+    start_join(publisher, g, env);
+  }
+
+  template <class Env>
+  bool start_join(const std::string& publisher, group& g, Env& env) {
+    std::vector<std::string> rules = rules_for(publisher);
+    if (rules.empty()) return false;
+    g.carried.clear();
+    for (const auto& [id, s] : subs_) {
+      if (wants(s, publisher) && !s.gate.in_group) g.carried.push_back(id);
+    }
+    g.state = step::joining;
+    g.again = false;
+    env.join(publisher, std::move(rules));
+    return true;
+  }
+
+  // Nothing wants `publisher`'s group any more: leave it.
+  template <class Env>
+  void release_if_unwanted(const std::string& publisher, Env& env) {
+    for (const auto& [id, s] : subs_) {
+      if (wants(s, publisher) && s.gate.in_group) return;
+    }
+    auto it = groups_.find(publisher);
+    if (it == groups_.end() || !it->second.member) return;
+    it->second.member = false;
+    env.leave(publisher);
+    if (it->second.state == step::idle) groups_.erase(it);
+  }
+
+  rejoin_backoff backoff_;
+  std::map<std::uint64_t, subscription_state> subs_;
+  std::map<std::string, std::string, std::less<>> owners_;
+  std::map<std::string, group, std::less<>> groups_;
+};
+
+// The socket side of a membership, kept by the connection.
+struct held_packet {
+  std::uint32_t serial = 0;
+  packet_kind kind = packet_kind::signal;
+  std::vector<std::byte> bytes;
+};
+
 struct membership {
-  std::string publisher;  // the publisher's unique name: the SENDER of every packet
-  std::string joined_as;  // the name Join was called on (well-known or unique)
+  std::string publisher;  // its unique name: the SENDER of every packet
   unix_fd socket;
   std::uint32_t source = 0;
   std::uint32_t max_packet = 0;
-  std::vector<std::string> rules;
-  // A marker announced this serial over the bus; packets wait until it has been handled.
-  std::uint32_t awaiting = 0;
-  bool awaiting_set = false;
-  std::chrono::steady_clock::time_point awaiting_since;
-  std::deque<std::vector<std::byte>> held;  // packets waiting their turn (copies)
+  stream_merge<held_packet> merge;
+  // A re-join's socket: read once the old one has reached its end (the publisher closes it after
+  // its last packet), or after `switch_by`.
+  unix_fd next_socket;
+  std::uint32_t next_max_packet = 0;
+  std::optional<std::chrono::steady_clock::time_point> switch_by;
   std::uint64_t packets = 0;
   std::uint64_t markers = 0;
+  bool closing = false;  // left or lost: no longer served, removed at the end of the loop turn
 };
-
-// Delivers a valid packet's message; the view lives only during the call.
-using packet_delivery = std::function<void(membership&, const message_view&)>;
-using packet_problem = std::function<void(membership&, const error&)>;
 
 class membership_set {
  public:
-  membership& add(std::string publisher, std::string joined_as, unix_fd socket, std::uint32_t max_packet) {
-    const std::uint32_t id = ++next_source_;
+  membership& add(const std::string& publisher, unix_fd socket, std::uint32_t max_packet) {
     membership& m = by_publisher_[publisher];
     m = membership{};
-    m.publisher = std::move(publisher);
-    m.joined_as = std::move(joined_as);
+    m.publisher = publisher;
     m.socket = std::move(socket);
-    m.source = id;
+    m.source = ++next_source_;
     m.max_packet = max_packet;
     return m;
   }
+  // The next socket of a membership gets a new source id.
+  std::uint32_t renumber(membership& m) { return m.source = ++next_source_; }
 
   void remove(std::string_view publisher) {
     auto it = by_publisher_.find(publisher);
     if (it != by_publisher_.end()) by_publisher_.erase(it);
   }
-
   membership* find(std::string_view publisher) {
     auto it = by_publisher_.find(publisher);
     return it == by_publisher_.end() ? nullptr : &it->second;
@@ -81,88 +415,9 @@ class membership_set {
   }
   bool empty() const noexcept { return by_publisher_.empty(); }
   std::map<std::string, membership, std::less<>>& all() noexcept { return by_publisher_; }
-
-  // A packet arrived on the group socket.
-  void on_packet(membership& m, std::span<const std::byte> bytes, const packet_delivery& deliver,
-                 const packet_problem& problem) {
-    ++m.packets;
-    if (m.awaiting_set || !m.held.empty()) {
-      m.held.emplace_back(bytes.begin(), bytes.end());
-      release(m, nullptr, deliver, problem);
-      return;
-    }
-    handle(m, bytes, deliver, problem);
-  }
-
-  // A message from the publisher came over the bus with `serial`: first handle the packets that
-  // are older. `drain(fn)` must hand every packet already received on the socket to fn.
-  template <class Drain>
-  void before_bus_message(membership& m, std::uint32_t serial, Drain&& drain, const packet_delivery& deliver,
-                          const packet_problem& problem) {
-    drain([&](std::span<const std::byte> bytes) { m.held.emplace_back(bytes.begin(), bytes.end()); });
-    release(m, &serial, deliver, problem);
-  }
-
-  // The bus message with `serial` was handled: packets held back for it go on.
-  void after_bus_message(membership& m, std::uint32_t serial, const packet_delivery& deliver,
-                         const packet_problem& problem) {
-    if (m.awaiting_set && m.awaiting == serial) m.awaiting_set = false;
-    release(m, nullptr, deliver, problem);
-  }
-
-  // A marker has waited too long for its bus message (the bus refused it, or the publisher died):
-  // report it and let the packets go on rather than hold them forever.
-  void expire(std::chrono::steady_clock::duration limit, const packet_delivery& deliver,
-              const packet_problem& problem) {
-    const auto now = std::chrono::steady_clock::now();
-    for (auto& [name, m] : by_publisher_) {
-      if (!m.awaiting_set || now - m.awaiting_since < limit) continue;
-      m.awaiting_set = false;
-      problem(
-          m, error(errc::timeout, error::no_offset, "a message announced by a Unicast marker never came over the bus"));
-      release(m, nullptr, deliver, problem);
-    }
-  }
+  const std::map<std::string, membership, std::less<>>& all() const noexcept { return by_publisher_; }
 
  private:
-  // Handles held packets in order, stopping at a marker whose message has not come yet, or (with
-  // `before`) at the first packet that is not older than the bus message about to be handled.
-  void release(membership& m, const std::uint32_t* before, const packet_delivery& deliver,
-               const packet_problem& problem) {
-    while (!m.held.empty() && !m.awaiting_set) {
-      auto v = message_view::parse(m.held.front());
-      if (v && before && !serial_before(v->serial(), *before)) {
-        // The marker announcing this very bus message has done its job; anything else is newer.
-        if (is_marker(*v) && v->serial() == *before) {
-          m.held.pop_front();
-          ++m.markers;
-          continue;
-        }
-        break;
-      }
-      std::vector<std::byte> bytes = std::move(m.held.front());
-      m.held.pop_front();
-      handle(m, bytes, deliver, problem);
-    }
-  }
-
-  void handle(membership& m, std::span<const std::byte> bytes, const packet_delivery& deliver,
-              const packet_problem& problem) {
-    auto v = message_view::parse(bytes);
-    if (!v) return problem(m, v.error().in("multicast packet"));
-    if (v->header().sender != m.publisher) {
-      return problem(m, error(errc::invalid_argument, error::no_offset, "packet does not carry the publisher's name"));
-    }
-    if (is_marker(*v)) {
-      ++m.markers;
-      m.awaiting = v->serial();
-      m.awaiting_set = true;
-      m.awaiting_since = std::chrono::steady_clock::now();
-      return;
-    }
-    deliver(m, *v);
-  }
-
   std::map<std::string, membership, std::less<>> by_publisher_;
   std::uint32_t next_source_ = 0;
 };

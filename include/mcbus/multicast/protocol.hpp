@@ -24,10 +24,14 @@ inline constexpr interface_name interface = "org.mcbus.Multicast1";
 inline constexpr object_path_view path = "/org/mcbus/Multicast1";
 inline constexpr member_name join_method = "Join";
 inline constexpr member_name leave_method = "Leave";
-// Signal sent to a member by unicast over the bus when the publisher drops it (over quota).
+// Signal a publisher may send a member by unicast over the bus when it ends the membership
+// (mcbus publishers never drop a member for being slow; a member handles it all the same).
 inline constexpr member_name dropped_signal = "Dropped";
 // Marker packet: "the message with my serial comes to you over the bus"; never on the bus.
 inline constexpr member_name unicast_marker = "Unicast";
+// Loss notice packet, only under overflow_policy::drop: Lost(u first, u last, u count), with the
+// serial of the last packet lost.
+inline constexpr member_name lost_notice = "Lost";
 
 inline constexpr std::uint32_t version = 1;
 // Join flags: none are defined in version 1; a publisher refuses unknown bits.
@@ -41,14 +45,20 @@ inline constexpr std::string_view too_many_members = "org.mcbus.Multicast1.Error
 inline constexpr std::string_view failed = "org.mcbus.Multicast1.Error.Failed";
 }  // namespace errors
 
-// The rule every member's filter also accepts, so that markers always get through.
+// The rule every member's filter also accepts, so that markers and loss notices always get through.
 inline constexpr std::string_view marker_rule =
-    "type='signal',path='/org/mcbus/Multicast1',interface='org.mcbus.Multicast1',member='Unicast'";
+    "type='signal',path='/org/mcbus/Multicast1',interface='org.mcbus.Multicast1'";
 
-inline bool is_marker(const message_view& m) noexcept {
+// The protocol's own packets: the publisher's path and interface.
+inline bool is_control(const message_view& m) noexcept {
   const message_header& h = m.header();
-  return h.type == message_type::signal && h.member == unicast_marker.str() && h.interface == interface.str() &&
-         h.path == path.str();
+  return h.type == message_type::signal && h.interface == interface.str() && h.path == path.str();
+}
+inline bool is_marker(const message_view& m) noexcept {
+  return is_control(m) && m.header().member == unicast_marker.str();
+}
+inline bool is_loss_notice(const message_view& m) noexcept {
+  return is_control(m) && m.header().member == lost_notice.str();
 }
 
 // Serials wrap around: a is before b when the signed distance is negative.

@@ -9,17 +9,22 @@
 // AF_UNIX SOCK_SEQPACKET pair, attaches the member's rules compiled to classic BPF to the member's
 // end, locks the filter there (SO_LOCK_FILTER) and hands that end over. emit() sends the whole
 // D-Bus message to the members whose rules can match, and only to them; all sends of a loop
-// iteration go out in one io_uring submission. A member that cannot keep up gets a queue up to
-// its quota, then is dropped with an explicit Dropped signal (or, with the block policy, emit()
-// waits, for a bounded time). By default each signal also goes once onto the bus for ordinary
-// clients; mcbus members take it from the group only.
+// iteration go out in one io_uring submission. Each member's stream is a member_route (route.hpp):
+// a member whose socket is full is served over the bus until it drains, so nothing is lost and
+// nobody waits for it. By default each signal also goes once onto the bus for ordinary clients;
+// mcbus members take it from the group only.
+//
+// The publisher's bus messages leave in serial order: one addressed to a member waits until its
+// marker is written (a single submission), and what follows it waits behind it.
 //
 // A publisher refers to its connection: do not move the connection while the publisher lives.
 #pragma once
 
 #include <mcbus/connection.hpp>
 #include <mcbus/match.hpp>
+#include <mcbus/multicast/admission.hpp>
 #include <mcbus/multicast/protocol.hpp>
+#include <mcbus/multicast/route.hpp>
 #include <mcbus/multicast/routing.hpp>
 
 #include <linux/filter.h>
@@ -45,38 +50,14 @@
 MCBUS_NAMESPACE_BEGIN
 namespace multicast {
 
-// What the bus says about a member (org.freedesktop.DBus.GetConnectionCredentials).
-struct credentials {
-  std::string unique_name;
-  std::optional<std::uint32_t> uid;
-  std::optional<std::uint32_t> pid;
-  std::vector<std::uint32_t> gids;
-};
-
-// An admission policy's answer: allow, deny, or restrict (the member receives only what its rules
-// AND one of the restriction rules accept).
-struct admission {
-  enum class verdict { allow, deny, restrict };
-  verdict decision = verdict::allow;
-  std::string reason;
-  std::vector<std::string> restrict_rules;
-
-  static admission allow() { return {}; }
-  static admission deny(std::string why) { return {verdict::deny, std::move(why), {}}; }
-  static admission restrict_to(std::vector<std::string> rules) { return {verdict::restrict, {}, std::move(rules)}; }
-};
-
-enum class overflow_policy {
-  drop,   // a member over its quota for longer than the grace period is dropped (and told so)
-  block,  // emit() waits for a member over its quota, up to block_timeout, then drops it
-};
-
 struct publisher_options {
   bool bus_copy = true;  // also send each signal once on the bus, for clients that did not join
+  // What happens to a member whose socket is full (route.hpp). The default loses nothing and
+  // delays nobody: the member is served over the bus until its socket drains.
+  overflow_policy policy = overflow_policy::bus;
+  // overflow_policy::block: emit() waits while a member has more than this many packets queued,
+  // up to block_timeout; then that member is served over the bus.
   std::size_t quota_messages = 4096;
-  std::size_t quota_bytes = std::size_t{8} << 20;
-  std::chrono::milliseconds over_quota_grace{1000};
-  overflow_policy policy = overflow_policy::drop;
   std::chrono::milliseconds block_timeout{5000};
   std::size_t max_members = 4096;
   std::size_t max_packet = max_packet_size;
@@ -85,86 +66,16 @@ struct publisher_options {
 
 struct publisher_stats {
   std::uint64_t emitted = 0;
-  std::uint64_t packets = 0;  // packets written to member sockets
+  std::uint64_t packets = 0;  // packets written to member sockets (markers and notices included)
   std::uint64_t bus_copies = 0;
-  std::uint64_t unicast_fallbacks = 0;  // messages too large for a packet, sent over the bus
+  std::uint64_t unicast_fallbacks = 0;  // signals too large for a packet (or with fds), sent over the bus
+  std::uint64_t overflow_unicasts = 0;  // packets sent over the bus because a member's socket was full
   std::uint64_t markers = 0;
-  std::uint64_t backpressure = 0;  // sends that found a member's socket full
-  std::uint64_t dropped_members = 0;
+  std::uint64_t backpressure = 0;  // times a member's socket was found full
+  std::uint64_t lost = 0;          // packets discarded under overflow_policy::drop (each one reported)
   std::uint64_t joins = 0;
   std::uint64_t denied = 0;
 };
-
-namespace detail {
-
-// The conjunction of a member's rule and a restriction, key by key. Where both constrain a key
-// and one test implies the other (a path inside a namespace, a namespace inside a namespace, a
-// string inside an arg0namespace), the narrower one is kept; where they cannot both hold, no
-// message can satisfy the pair and nothing is returned. Two tests that one rule cannot state
-// together (two senders that may be a name and its owner, argNpath against another argN test)
-// keep the restriction's: the filter then passes a little more than the conjunction, never more
-// than the restriction allows, and the member's exact matching takes the rest away.
-inline std::optional<match_rule> restrict_rule(const match_rule& wanted, const match_rule& allowed) {
-  using opt = std::optional<std::string_view>;
-  match_rule out;
-  // Equality keys: equal or absent on one side, or no message has both values.
-  bool disjoint = false;
-  auto both = [&](opt a, opt b) -> opt {
-    if (a && b && *a != *b) disjoint = true;
-    return b ? b : a;
-  };
-  if (wanted.type() && allowed.type() && *wanted.type() != *allowed.type()) return std::nullopt;
-  if (auto t = allowed.type() ? allowed.type() : wanted.type()) (void)out.set_type(*t);
-  const opt sender = allowed.sender() ? allowed.sender() : wanted.sender();
-  const opt interface = both(wanted.interface(), allowed.interface());
-  const opt member = both(wanted.member(), allowed.member());
-  const opt destination = both(wanted.destination(), allowed.destination());
-  if (disjoint) return std::nullopt;
-  if (sender) (void)out.set_sender(*sender);
-  if (interface) (void)out.set_interface(*interface);
-  if (member) (void)out.set_member(*member);
-  if (destination) (void)out.set_destination(*destination);
-  (void)out.set_eavesdrop(wanted.eavesdrop() && allowed.eavesdrop());
-
-  // path is a point and path_namespace a subtree: keep the narrower, or nothing if they miss.
-  const opt wp = wanted.path(), wn = wanted.path_namespace(), ap = allowed.path(), an = allowed.path_namespace();
-  if ((wp && ap && *wp != *ap) || (wp && an && !match_rule::in_path_namespace(*wp, *an)) ||
-      (ap && wn && !match_rule::in_path_namespace(*ap, *wn)) ||
-      (wn && an && !match_rule::in_path_namespace(*wn, *an) && !match_rule::in_path_namespace(*an, *wn))) {
-    return std::nullopt;
-  }
-  if (wp || ap) {
-    (void)out.set_path(wp ? *wp : *ap);
-  } else if (wn && an) {
-    (void)out.set_path_namespace(match_rule::in_path_namespace(*wn, *an) ? *wn : *an);
-  } else if (wn || an) {
-    (void)out.set_path_namespace(wn ? *wn : *an);
-  }
-
-  for (unsigned index = 0; index <= match_rule::max_arg; ++index) {
-    const std::optional<match_arg> w = wanted.find_arg(index), a = allowed.find_arg(index);
-    if (!w && !a) continue;
-    match_arg pick = a ? *a : *w;
-    if (w && a) {
-      using k = match_arg_kind;
-      const auto within = [](const match_arg& x, const match_arg& ns) {  // x's matches all lie in ns
-        return match_rule::arg_namespace_matches(x.value, ns.value);
-      };
-      if (w->kind == k::string && a->kind == k::string) {
-        if (w->value != a->value) return std::nullopt;
-      } else if (w->kind != k::path && a->kind != k::path) {  // string or namespace, one of each or both
-        const bool w_in_a = a->kind == k::arg0namespace && within(*w, *a);
-        const bool a_in_w = w->kind == k::arg0namespace && within(*a, *w);
-        if (!w_in_a && !a_in_w) return std::nullopt;
-        pick = w_in_a ? *w : *a;
-      }
-    }
-    (void)out.add_arg(index, pick.kind, pick.value);
-  }
-  return out;
-}
-
-}  // namespace detail
 
 template <class Connection>
 class basic_publisher {
@@ -185,11 +96,17 @@ class basic_publisher {
   basic_publisher& operator=(const basic_publisher&) = delete;
   ~basic_publisher() {
     *alive_ = false;
+    for (auto& [name, m] : members_) {
+      conn_.transport().remove_packet_source(hangup_source(m.id));
+      route_sink sink{*this, m};
+      m.route.close(sink);
+    }
     conn_.set_send_hook(nullptr);
     conn_.set_packet_send_handlers(nullptr, nullptr);
     conn_.set_packet_closed_handler(nullptr);
-    for (auto& [name, m] : members_) conn_.transport().remove_packet_source(hangup_source(m.id));
-    release_held_bus();
+    for (bus_slot& slot : bus_fifo_) {
+      if (slot.msg) (void)conn_.send_unhooked(std::move(*slot.msg));
+    }
   }
 
   // Sends a signal to every member whose rules can match it (and, by default, once on the bus).
@@ -200,12 +117,12 @@ class basic_publisher {
     signal.set_sender(bus_name::from_unchecked(conn_.unique_name()));
     signal.set_serial(conn_.allocate_serial());
     if (error e = signal.seal()) return e;
-    auto out = std::make_shared<packet>(std::move(signal), false);
-    auto view = out->msg.view();
+    auto out = std::make_shared<message>(std::move(signal));
+    auto view = out->view();
     if (!view) return view.error();
     ++stats_.emitted;
     // Packets carry no fds, and a socket takes at most max_packet: those go over the bus instead.
-    const bool fits = out->msg.size() <= opts_.max_packet && out->msg.fds().empty();
+    const bool fits = out->size() <= opts_.max_packet && out->fds().empty();
     const auto owner_of = [this](std::string_view name) -> std::string_view { return own_name(name); };
     // Only the rules the index files under this signal's keys are tested, each once.
     ++emit_seq_;
@@ -220,21 +137,29 @@ class basic_publisher {
       mem.last_emit = emit_seq_;
       touched_.push_back(&mem);
     });
-    std::vector<std::string> dropped;
+    conn_.transport().reap_packet_sends();  // how the last emit() went, before queueing more
     for (member* mem : touched_) {
-      if (!fits) {
-        unicast(*mem, *view);
-      } else if (enqueue(*mem, out)) {
-        dropped.push_back(mem->name);
+      route_sink sink{*this, *mem};
+      if (fits) {
+        mem->route.push(entry{view->serial(), entry_kind::packet, out, {}}, sink);
+      } else {
+        ++stats_.unicast_fallbacks;
+        reserve_bus_slot(view->serial());
+        mem->route.push(entry{view->serial(), entry_kind::bus, {}, unicast_copy(*mem, *view)}, sink);
       }
+      track(*mem);
     }
     if (opts_.bus_copy) {
       ++stats_.bus_copies;
       auto copy = message::copy_of(*view);
-      if (copy) send_to_bus(std::move(*copy));
+      if (copy) bus_out(std::move(*copy));
     }
-    flush_touched();
-    for (const std::string& name : dropped) remove_member(name, true);
+    for (member* mem : touched_) {
+      route_sink sink{*this, *mem};
+      mem->route.flush(sink);
+      track(*mem);
+    }
+    submit_unless_batching();
     if (opts_.policy == overflow_policy::block) return wait_for_quota();
     return {};
   }
@@ -248,7 +173,7 @@ class basic_publisher {
     batch(const batch&) = delete;
     batch& operator=(const batch&) = delete;
     ~batch() {
-      if (--p_->batching_ == 0 && !p_->conn_.dispatching()) (void)p_->conn_.transport().flush();
+      if (--p_->batching_ == 0) p_->submit_unless_batching();
     }
 
    private:
@@ -262,34 +187,61 @@ class basic_publisher {
     for (const auto& [name, m] : members_) out.push_back(name);
     return out;
   }
-  // A member's packet queue (waiting for its socket): for monitoring and tests.
+  // A member's packets waiting in the publisher (queued or being written): for monitoring and tests.
   std::size_t queued(std::string_view member) const {
     auto it = members_.find(member);
-    return it == members_.end() ? 0 : it->second.queue.size() + it->second.inflight.size();
+    return it == members_.end() ? 0 : it->second.route.queued();
+  }
+  // True while a member's socket is full (it is then served over the bus, or waited for).
+  bool overflowing(std::string_view member) const {
+    auto it = members_.find(member);
+    return it != members_.end() && it->second.route.full();
   }
 
  private:
-  struct packet {
-    packet(message&& m, bool is_marker) : msg(std::move(m)), marker(is_marker) {}
-    message msg;
-    bool marker;
+  // One entry of a member's stream: a packet to write (shared by every member it goes to), or a
+  // message for the bus.
+  struct entry {
+    std::uint32_t serial = 0;
+    entry_kind kind = entry_kind::packet;
+    std::shared_ptr<message> pkt;
+    message bus;
   };
 
   struct member {
     std::string name;
     std::uint32_t id = 0;
     unix_fd socket;
+    unix_fd next_socket;            // a re-join's socket, taken up once no chain is in flight on the old one
     std::vector<match_rule> rules;  // what it asked for, restricted by the admission policy
-    std::deque<std::shared_ptr<packet>> queue;
-    std::deque<std::shared_ptr<packet>> inflight;
-    std::deque<packet_send> sends;  // stable storage for the in-flight sends
-    std::size_t queued_bytes = 0;
-    bool waiting_writable = false;
-    std::optional<clock::time_point> over_quota_since;
-    // Bus messages to this member, each waiting for its marker (same serial) to be written.
-    std::deque<message> after_marker;
+    member_route<entry> route;
+    std::deque<packet_send> sends;  // stable storage for the chain in flight
     subscription gone_watch;
     std::uint64_t last_emit = 0;  // the emit that last selected it: each emit sends once
+    bool unwritten = false;       // its route holds packets not yet written (counted in unwritten_)
+  };
+
+  // The I/O that a member_route asks for.
+  struct route_sink {
+    basic_publisher& p;
+    member& m;
+    entry marker(std::uint32_t serial) {
+      message mk = message::signal(path, interface, unicast_marker);
+      ++p.stats_.markers;
+      return p.control_entry(std::move(mk), serial, entry_kind::marker);
+    }
+    entry lost_notice(std::uint32_t first, std::uint32_t last, std::uint32_t count) {
+      message note = message::signal(path, interface, multicast::lost_notice);
+      note.append(first, last, count);
+      return p.control_entry(std::move(note), last, entry_kind::lost);
+    }
+    void write(std::deque<entry>& chain) { p.write_chain(m, chain); }
+    void send_bus(entry& e) { p.send_entry(m, e); }
+    void discarded(const entry&) { ++p.stats_.lost; }
+    void watch_writable() {
+      ++p.stats_.backpressure;
+      p.conn_.transport().watch_writable(m.id, m.socket.get());
+    }
   };
 
   basic_publisher(Connection& conn, publisher_options opts, match_rule marker)
@@ -297,22 +249,24 @@ class basic_publisher {
 
   void start() {
     object_ = conn_.add_object(
-        path, object_builder()
-                  .interface(interface)
-                  .method(join_method,
-                          [this](method_call& call, std::vector<std::string> rules, std::uint32_t flags) {
-                            on_join(call, std::move(rules), flags);
-                          },
-                          {"rules", "flags"}, {"socket", "version", "max_packet"})
-                  .returns("huu")  // the reply is sent later (deferred), so the handler's type cannot say
-                  .method(leave_method, [this](method_call& call) { remove_member(std::string(call.sender()), false); })
-                  .template signal<std::string>(dropped_signal, {"reason"}));
+        path,
+        object_builder()
+            .interface(interface)
+            .method(join_method,
+                    [this](method_call& call, std::vector<std::string> rules, std::uint32_t flags) {
+                      on_join(call, std::move(rules), flags);
+                    },
+                    {"rules", "flags"}, {"socket", "version", "max_packet"})
+            .returns("huu")  // the reply is sent later (deferred), so the handler's type cannot say
+            .method(leave_method, [this](method_call& call) { remove_member(std::string(call.sender())); })
+            .template signal<std::string>(dropped_signal, {"reason"})
+            .template signal<std::uint32_t, std::uint32_t, std::uint32_t>(lost_notice, {"first", "last", "count"}));
     conn_.set_send_hook([this](message& m) { return on_bus_send(m); });
     conn_.set_packet_send_handlers([this](std::uint64_t token, int res) { on_sent(token, res); },
                                    [this](std::uint32_t id) { on_writable(id); });
     conn_.set_packet_closed_handler([this](std::uint32_t source, const error&) {
       if (!(source & hangup_bit)) return;
-      if (member* m = by_id(source & ~hangup_bit)) remove_member(m->name, false);
+      if (member* m = by_id(source & ~hangup_bit)) remove_member(m->name);
     });
   }
 
@@ -386,7 +340,9 @@ class basic_publisher {
     unix_fd mine(sv[0]), theirs(sv[1]);
     if (error e = attach_filter(theirs.get(), sender, rules))
       return reply.fail(call_error(errors::failed, e.message()));
-    // The reply must not get a marker: the member has no stream to read it from yet.
+    // The reply is not part of the member's stream (it has none yet, or is replacing it): it
+    // takes no marker. Its serial is the member's boundary: everything emitted after it is routed
+    // with these rules.
     replying_join_ = true;
     reply.reply(theirs, version, static_cast<std::uint32_t>(opts_.max_packet));
     replying_join_ = false;
@@ -422,27 +378,20 @@ class basic_publisher {
   void install(const std::string& name, unix_fd socket, std::vector<match_rule> rules) {
     auto it = members_.find(name);
     if (it != members_.end()) {
-      // A re-join: the new socket replaces the old one and what is queued moves with it. Sends in
-      // flight finish on the old socket (under the old id); any that fail come back to the queue.
+      // A re-join: the new rules route from now on; the new socket is taken up once the chain in
+      // flight on the old one has finished, and the old one is closed then, so the member reads
+      // it to its end before the new one. What is queued moves over.
       member& m = it->second;
-      conn_.transport().remove_packet_source(hangup_source(m.id));
-      if (!m.inflight.empty()) retire(std::move(m.socket), m.id, name, std::move(m.inflight), std::move(m.sends));
-      by_id_.erase(m.id);
-      m.id = ++next_id_;
-      by_id_[m.id] = &m;
-      m.inflight.clear();
-      m.sends.clear();
-      m.socket = std::move(socket);
-      watch_hangup(m);
       m.rules = std::move(rules);
-      set_waiting(m, false);
+      m.next_socket = std::move(socket);
       rebuild_index();
-      flush(m);
+      take_up_next_socket(m);
       return;
     }
     member& m = members_[name];
     m.name = name;
     m.id = ++next_id_;
+    m.route = member_route<entry>(opts_.policy);
     by_id_[m.id] = &m;
     m.socket = std::move(socket);
     m.rules = std::move(rules);
@@ -458,10 +407,23 @@ class basic_publisher {
         [this, alive, name](const message_view& msg) {
           if (!*alive) return;
           auto args = msg.read<std::string_view, std::string_view, std::string_view>();
-          if (args && std::get<2>(*args).empty()) remove_member(name, false);
+          if (args && std::get<2>(*args).empty()) remove_member(name);
         },
         subscribe_via::bus);
     if (watch) m.gone_watch = std::move(*watch);
+  }
+
+  void take_up_next_socket(member& m) {
+    if (!m.next_socket || m.route.busy()) return;
+    conn_.transport().remove_packet_source(hangup_source(m.id));
+    by_id_.erase(m.id);
+    m.id = ++next_id_;
+    by_id_[m.id] = &m;
+    m.socket = std::move(m.next_socket);  // the old one closes here: nothing of it is in flight
+    watch_hangup(m);
+    route_sink sink{*this, m};
+    m.route.on_writable(sink);  // a fresh socket has room, whatever the old one had
+    track(m);
   }
 
   // A member that closes its socket but stays on the bus sends no NameOwnerChanged: the transport
@@ -480,12 +442,6 @@ class basic_publisher {
     }
   }
 
-  void set_waiting(member& m, bool on) {
-    if (m.waiting_writable == on) return;
-    m.waiting_writable = on;
-    on ? ++backlogged_ : --backlogged_;
-  }
-
   std::string_view own_name(std::string_view name) const {
     for (const std::string& n : conn_.owned_names()) {
       if (n == name) return conn_.unique_name();
@@ -493,140 +449,149 @@ class basic_publisher {
     return {};
   }
 
-  // Queues a packet; true when the member is to be dropped (over quota for too long).
-  bool enqueue(member& m, std::shared_ptr<packet> p) {
-    m.queued_bytes += p->msg.size();
-    m.queue.push_back(std::move(p));
-    return quota_exceeded(m);
+  entry control_entry(message&& m, std::uint32_t serial, entry_kind kind) {
+    m.set_sender(bus_name::from_unchecked(conn_.unique_name()));
+    m.set_serial(serial);
+    (void)m.seal();  // a fixed header and at most three integers: always fits
+    return entry{serial, kind, std::make_shared<message>(std::move(m)), {}};
   }
 
-  // A message that cannot be a packet goes to the member over the bus, announced in its stream.
-  void unicast(member& m, const message_view& v) {
-    ++stats_.unicast_fallbacks;
+  // The signal as a message addressed to one member, with the same serial.
+  message unicast_copy(const member& m, const message_view& v) {
     message direct = message::from_header(v.header());
     direct.set_destination(bus_name::from_unchecked(m.name));
     direct.set_serial(v.serial());
     // The body starts 8-aligned in both messages, so its bytes are valid as they are.
     direct.append_with(v.header().signature, [&](writer& w) { w.put_raw(v.body_bytes()); });
     for (int fd : v.fds()) direct.fds().emplace_back(unix_fd::dup_cloexec(fd));
-    if (direct.seal()) return;
-    announce_and_hold(m, std::move(direct));
+    (void)direct.seal();
+    return direct;
   }
 
-  void announce_and_hold(member& m, message&& bus_message) {
-    message marker = message::signal(path, interface, unicast_marker);
-    marker.set_sender(bus_name::from_unchecked(conn_.unique_name()));
-    marker.set_serial(bus_message.serial());
-    if (marker.seal()) return;
-    ++stats_.markers;
-    m.after_marker.push_back(std::move(bus_message));
-    m.queued_bytes += marker.size();
-    m.queue.push_back(std::make_shared<packet>(std::move(marker), true));
-    flush(m);
+  void write_chain(member& m, std::deque<entry>& chain) {
+    std::vector<packet_send*> sends;
+    m.sends.clear();
+    for (std::size_t i = 0; i < chain.size(); ++i) {
+      packet_send& s = m.sends.emplace_back();
+      s.set(m.socket.get(), chain[i].pkt->header_bytes(), chain[i].pkt->body_bytes(),
+            std::uint64_t{m.id} << 32 | static_cast<std::uint32_t>(i));
+      sends.push_back(&s);
+    }
+    conn_.transport().send_packets(sends);
+  }
+
+  void send_entry(member& m, entry& e) {
+    if (e.kind == entry_kind::packet) {
+      ++stats_.overflow_unicasts;
+      auto v = e.pkt->view();
+      if (v) bus_out(unicast_copy(m, *v));
+      return;
+    }
+    if (e.kind == entry_kind::bus) fill_bus_slot(e.serial, std::move(e.bus));
   }
 
   // Every bus message of the connection passes here first (the send hook).
   bool on_bus_send(message& m) {
-    if (replying_join_) return false;
+    if (replying_join_) return hold_behind_fifo(m);
     auto view = m.view();
     if (!view) return false;
     const std::string_view dest = view->header().destination;
     if (!dest.empty()) {
       auto it = members_.find(dest);
-      if (it == members_.end()) return false;
-      // To a member: after everything it has been sent on the group socket.
-      announce_and_hold(it->second, std::move(m));
-      return true;
+      if (it != members_.end()) {
+        // To a member: in its stream, after everything it has been sent on the group socket.
+        member& mem = it->second;
+        const std::uint32_t serial = m.serial();
+        reserve_bus_slot(serial);
+        route_sink sink{*this, mem};
+        mem.route.push(entry{serial, entry_kind::bus, {}, std::move(m)}, sink);
+        mem.route.flush(sink);
+        track(mem);
+        submit_unless_batching();
+        return true;
+      }
     }
-    if (view->type() == message_type::signal && (backlogged() || !held_bus_.empty())) {
-      held_bus_.push_back(std::move(m));
-      return true;
-    }
-    return false;
+    return hold_behind_fifo(m);
   }
 
-  void send_to_bus(message&& m) {
-    if (backlogged() || !held_bus_.empty()) {
-      held_bus_.push_back(std::move(m));
-      return;
+  // ---- the publisher's bus messages, in serial order ----------------------------------------------
+
+  struct bus_slot {
+    std::uint32_t serial;
+    std::optional<message> msg;  // empty: a message to a member, waiting for its marker
+  };
+
+  // Nothing leaves for the bus while a packet emitted before it is still in the publisher's
+  // memory: if the publisher dies, a plain subscriber cannot have a signal a member never got.
+  // Packets leave within one submission, or go over the bus themselves when a socket is full, so
+  // the wait is short and nobody waits on a slow member.
+  bool hold_behind_fifo(message& m) {
+    if (bus_fifo_.empty() && unwritten_ == 0) return false;
+    bus_fifo_.push_back({m.serial(), std::move(m)});
+    return true;
+  }
+  void release_fifo() {
+    while (unwritten_ == 0 && !bus_fifo_.empty() && bus_fifo_.front().msg) {
+      (void)conn_.send_unhooked(std::move(*bus_fifo_.front().msg));
+      bus_fifo_.pop_front();
     }
-    (void)conn_.send_unhooked(std::move(m));
+  }
+  // Called after every change to a member's route: counts the members with packets about to be
+  // written. A member that the block policy is waiting for does not count: others do not wait for
+  // it (what it holds is lost if the publisher dies meanwhile; the block policy's price).
+  void track(member& m) {
+    const bool now = m.route.busy() || (!m.route.queue().empty() && !m.route.full());
+    if (now == m.unwritten) return;
+    m.unwritten = now;
+    now ? ++unwritten_ : --unwritten_;
+    if (unwritten_ == 0) release_fifo();
+  }
+  void bus_out(message&& m) {
+    if (!hold_behind_fifo(m)) (void)conn_.send_unhooked(std::move(m));
+  }
+  void reserve_bus_slot(std::uint32_t serial) { bus_fifo_.push_back({serial, std::nullopt}); }
+  void fill_bus_slot(std::uint32_t serial, message&& m) {
+    for (bus_slot& slot : bus_fifo_) {
+      if (!slot.msg && slot.serial == serial) {
+        slot.msg = std::move(m);
+        release_fifo();
+        return;
+      }
+    }
+    bus_out(std::move(m));
   }
 
-  bool backlogged() const noexcept { return backlogged_ > 0; }
-
-  void release_held_bus() {
-    while (!held_bus_.empty() && !backlogged()) {
-      (void)conn_.send_unhooked(std::move(held_bus_.front()));
-      held_bus_.pop_front();
-    }
-  }
-
-  void flush_touched() {
-    conn_.transport().reap_packet_sends();  // what the last emit() sent, before queueing more
-    for (member* m : touched_) flush(*m);
-    if (!conn_.dispatching() && batching_ == 0) (void)conn_.transport().flush();
-  }
-
-  // One linked chain per member at a time keeps its packets in order.
-  void flush(member& m) {
-    if (!m.inflight.empty() || m.waiting_writable || m.queue.empty()) return;
-    constexpr std::size_t chain_max = 32;
-    std::vector<packet_send*> chain;
-    m.sends.clear();
-    while (!m.queue.empty() && chain.size() < chain_max) {
-      std::shared_ptr<packet> p = std::move(m.queue.front());
-      m.queue.pop_front();
-      packet_send& s = m.sends.emplace_back();
-      s.set(m.socket.get(), p->msg.header_bytes(), p->msg.body_bytes(),
-            std::uint64_t{m.id} << 32 | static_cast<std::uint32_t>(m.inflight.size()));
-      m.inflight.push_back(std::move(p));
-      chain.push_back(&s);
-    }
-    conn_.transport().send_packets(chain);
+  // Outside the loop and outside a batch, what was queued goes out now, and the packet sends
+  // that completed at once are taken in, so that the bus copies they held go out too.
+  void submit_unless_batching() {
+    if (conn_.dispatching() || batching_ != 0) return;
+    (void)conn_.transport().flush();
+    if (unwritten_ != 0) conn_.transport().reap_packet_sends();
   }
 
   void on_sent(std::uint64_t token, int res) {
     const auto id = static_cast<std::uint32_t>(token >> 32);
     member* m = by_id(id);
-    if (!m) return retired_done(id, res);
-    if (m->inflight.empty()) return;
+    if (!m) return retired_done(id);
     if (res >= 0) {
-      std::shared_ptr<packet> p = std::move(m->inflight.front());
-      m->inflight.pop_front();
-      m->queued_bytes -= p->msg.size();
       ++stats_.packets;
-      if (p->marker && !m->after_marker.empty()) {
-        (void)conn_.send_unhooked(std::move(m->after_marker.front()));
-        m->after_marker.pop_front();
-      }
-    } else if (res == -EAGAIN || res == -ECANCELED) {
-      if (res == -EAGAIN) ++stats_.backpressure;
-      // Not sent: back to the front of the queue, in order, once the whole chain has reported.
-      m->queue.push_front(std::move(m->inflight.back()));
-      m->inflight.pop_back();
-      if (!m->waiting_writable) {
-        set_waiting(*m, true);
-        conn_.transport().watch_writable(m->id, m->socket.get());
-      }
-      if (!m->inflight.empty()) return;
-      if (quota_exceeded(*m)) return remove_member(std::string(m->name), true);
-    } else {
-      const std::string name = m->name;  // the member closed its end: it left
-      return remove_member(name, false);
+    } else if (res != -EAGAIN && res != -ECANCELED) {
+      return remove_member(std::string(m->name));  // the member closed its end: it left
     }
-    if (m->inflight.empty()) {
-      flush(*m);
-      if (!backlogged()) release_held_bus();
-    }
+    route_sink sink{*this, *m};
+    m->route.on_sent(static_cast<std::uint32_t>(token), res >= 0, sink);
+    take_up_next_socket(*m);
+    track(*m);
+    submit_unless_batching();
   }
 
   void on_writable(std::uint32_t id) {
     member* m = by_id(id);
     if (!m) return;
-    set_waiting(*m, false);
-    flush(*m);
-    if (!conn_.dispatching()) (void)conn_.transport().flush();
+    route_sink sink{*this, *m};
+    m->route.on_writable(sink);
+    track(*m);
+    submit_unless_batching();
   }
 
   member* by_id(std::uint32_t id) {
@@ -634,95 +599,56 @@ class basic_publisher {
     return it == by_id_.end() ? nullptr : it->second;
   }
 
-  // ---- quotas and dropping -------------------------------------------------------------------------
-
-  bool over_quota(const member& m) const {
-    return m.queue.size() + m.inflight.size() > opts_.quota_messages || m.queued_bytes > opts_.quota_bytes;
-  }
-
-  // True when the member has been over its quota for longer than the grace period (drop policy).
-  bool quota_exceeded(member& m) {
-    if (!over_quota(m)) {
-      m.over_quota_since.reset();
-      return false;
-    }
-    const auto now = clock::now();
-    if (!m.over_quota_since) m.over_quota_since = now;
-    return opts_.policy == overflow_policy::drop && now - *m.over_quota_since >= opts_.over_quota_grace;
-  }
+  // ---- block policy -------------------------------------------------------------------------------
 
   error wait_for_quota() {
     const auto deadline = clock::now() + opts_.block_timeout;
     while (true) {
-      std::string slow;
+      member* slow = nullptr;
       for (auto& [name, m] : members_) {
-        if (over_quota(m)) slow = name;
+        if (m.route.queued() > opts_.quota_messages) slow = &m;
       }
-      if (slow.empty()) return {};
+      if (!slow) return {};
       if (clock::now() >= deadline) {
-        remove_member(slow, true);
+        route_sink sink{*this, *slow};
+        slow->route.spill(sink);  // waited long enough: it is served over the bus
+        track(*slow);
         continue;
       }
       if (error e = conn_.run_for(std::chrono::milliseconds(5))) return e;
     }
   }
 
-  void remove_member(const std::string& name, bool dropped) {
+  void remove_member(const std::string& name) {
     auto it = members_.find(name);
     if (it == members_.end()) return;
     member& m = it->second;
     conn_.transport().remove_packet_source(hangup_source(m.id));
-    // Bus messages held for markers still go out: over the bus nothing is lost.
-    while (!m.after_marker.empty()) {
-      (void)conn_.send_unhooked(std::move(m.after_marker.front()));
-      m.after_marker.pop_front();
+    route_sink sink{*this, m};
+    m.route.close(sink);  // bus messages still go out: over the bus nothing is lost
+    // The chain in flight keeps its socket and bytes until the kernel is done with them.
+    if (m.route.busy()) {
+      retired_.push_back({m.id, std::move(m.socket), std::move(m.sends), std::move(m.route.inflight())});
     }
-    if (!m.inflight.empty()) retire(std::move(m.socket), m.id, {}, std::move(m.inflight), std::move(m.sends));
-    if (dropped) {
-      ++stats_.dropped_members;
-      message note = message::signal(path, interface, dropped_signal);
-      note.set_destination(bus_name::from_unchecked(name));
-      note.append(std::string_view("over quota: the member did not read its packets in time"));
-      // Past the hook, which holds bus messages behind backlogged members: this one is for a
-      // member that has none any more. It still needs a serial of its own, in sequence.
-      note.set_serial(conn_.allocate_serial());
-      (void)conn_.send_unhooked(std::move(note));
-    }
-    set_waiting(m, false);
+    if (m.unwritten) --unwritten_;
     by_id_.erase(m.id);
     touched_.erase(std::remove(touched_.begin(), touched_.end(), &m), touched_.end());
     members_.erase(it);
     rebuild_index();
-    release_held_bus();
+    release_fifo();
   }
 
-  // Sockets whose last sends are still in flight stay open until those complete. Sends that fail
-  // there go back to the front of the member's queue (if it re-joined), in order.
   struct retired_socket {
     std::uint32_t id;
-    std::string member_name;
     unix_fd socket;
-    std::deque<std::shared_ptr<packet>> inflight;
     std::deque<packet_send> sends;
-    std::deque<std::shared_ptr<packet>> undelivered;
+    std::deque<entry> entries;
   };
-  void retire(unix_fd socket, std::uint32_t id, std::string member_name, std::deque<std::shared_ptr<packet>> inflight,
-              std::deque<packet_send> sends) {
-    retired_.push_back({id, std::move(member_name), std::move(socket), std::move(inflight), std::move(sends), {}});
-  }
-  void retired_done(std::uint32_t id, int res) {
+  void retired_done(std::uint32_t id) {
     for (auto it = retired_.begin(); it != retired_.end(); ++it) {
       if (it->id != id) continue;
-      if (!it->inflight.empty()) {
-        if (res < 0 && !it->member_name.empty()) it->undelivered.push_back(it->inflight.front());
-        it->inflight.pop_front();
-      }
-      if (!it->inflight.empty()) return;
-      if (auto m = members_.find(it->member_name); m != members_.end()) {
-        for (auto p = it->undelivered.rbegin(); p != it->undelivered.rend(); ++p) m->second.queue.push_front(*p);
-        flush(m->second);
-      }
-      retired_.erase(it);
+      if (!it->entries.empty()) it->entries.pop_front();
+      if (it->entries.empty()) retired_.erase(it);
       return;
     }
   }
@@ -736,9 +662,9 @@ class basic_publisher {
   detail::routing_index index_;
   std::vector<member*> touched_;  // members the current emit() selected
   std::uint64_t emit_seq_ = 0;
-  std::size_t backlogged_ = 0;  // members waiting for their socket to drain
-  int batching_ = 0;            // open batch objects
-  std::deque<message> held_bus_;
+  int batching_ = 0;  // open batch objects
+  std::deque<bus_slot> bus_fifo_;
+  std::size_t unwritten_ = 0;  // members whose packets are not all written yet
   std::deque<retired_socket> retired_;
   std::uint32_t next_id_ = 0;
   bool replying_join_ = false;

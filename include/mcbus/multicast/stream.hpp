@@ -1,0 +1,203 @@
+// mcbus/multicast: the member side's ordering rules, as pure logic (no I/O, no message parsing).
+//
+// A publisher's messages reach a member on two paths: packets on the group socket, and messages
+// over the bus addressed to the member (replies, unicast fallbacks, everything while the member's
+// socket is full). Each path is in serial order on its own; stream_merge puts them back into one.
+// delivery_gate then decides, per subscription, which path serves it, so that a handler sees each
+// signal once and in serial order across a join, an overflow, or a group lost.
+//
+// Both are driven by the connection and, with the same code, by the simulation test
+// (tests/multicast/simulation_test.cpp), which checks the contract on millions of schedules.
+#pragma once
+
+#include <mcbus/config.hpp>
+#include <mcbus/error.hpp>
+#include <mcbus/multicast/protocol.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <string_view>
+
+MCBUS_NAMESPACE_BEGIN
+namespace multicast {
+
+// What a packet on the group socket is. Markers and loss notices are the protocol's own packets
+// (docs/multicast-protocol.md); everything else is a signal for the subscriptions.
+enum class packet_kind : std::uint8_t {
+  signal,  // a signal for the subscriptions
+  marker,  // "the message with my serial comes to you over the bus; wait for it"
+  lost,    // "I discarded packets for you" (only under overflow_policy::drop)
+};
+
+// Where a message reached the member from.
+enum class origin : std::uint8_t {
+  packet,     // the group socket
+  unicast,    // over the bus, addressed to this connection
+  broadcast,  // over the bus, addressed to nobody (a bus copy, or any ordinary signal)
+};
+
+// Merges one publisher's group socket with its bus messages to us. `Held` is what a packet that
+// must wait keeps: it has `serial` and `kind` members (the connection keeps the bytes, the
+// simulation an index). Serials are checked here: a packet whose serial is not after the previous
+// packet's is refused, so that a broken or hostile publisher cannot replay or reorder.
+template <class Held>
+class stream_merge {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  // A packet arrived. Sink: `Held hold()` copies the current packet; `deliver_current()` hands it
+  // on now; `deliver(Held&)` hands on a held one; `problem(error)` reports a refusal.
+  template <class Sink>
+  void on_packet(std::uint32_t serial, packet_kind kind, Sink& sink) {
+    if (!accept_serial(serial, sink)) return;
+    if (awaiting_ || !held_.empty()) {
+      held_.push_back(sink.hold());
+      release(nullptr, sink);
+      return;
+    }
+    if (kind == packet_kind::marker) return on_marker(serial);
+    sink.deliver_current();
+  }
+
+  // A packet taken from the socket ahead of a bus message (see before_unicast): it waits its turn.
+  template <class Sink>
+  void on_drained(std::uint32_t serial, Sink& sink) {
+    if (accept_serial(serial, sink)) held_.push_back(sink.hold());
+  }
+
+  // A message addressed to us from the publisher, with `serial`, is about to be handled. The
+  // caller has first passed every packet already on the socket to on_drained(): those older than
+  // it are handled now, newer ones wait until after_unicast().
+  template <class Sink>
+  void before_unicast(std::uint32_t serial, Sink& sink) {
+    release(&serial, sink);
+  }
+
+  // That message was handled: a marker waiting for it is satisfied, and held packets go on.
+  template <class Sink>
+  void after_unicast(std::uint32_t serial, Sink& sink) {
+    last_unicast_ = serial;
+    if (awaiting_ && *awaiting_ == serial) awaiting_.reset();
+    release(nullptr, sink);
+  }
+
+  // A marker waited longer than `limit`, or more than `max_held` packets piled up behind it: the
+  // bus message it announced is not coming (the bus refused it, or the publisher died). Reported,
+  // and the packets go on rather than wait forever or without bound.
+  template <class Sink>
+  bool expire(clock::time_point now, clock::duration limit, std::size_t max_held, Sink& sink) {
+    if (!awaiting_ || (now - awaiting_since_ < limit && held_.size() <= max_held)) return false;
+    awaiting_.reset();
+    sink.problem(
+        error(errc::timeout, error::no_offset, "a message announced by a Unicast marker never came over the bus"));
+    release(nullptr, sink);
+    return true;
+  }
+
+  bool waiting() const noexcept { return awaiting_.has_value(); }
+  // When expire() gives up the marker now awaited, if any: for the loop's timeout.
+  std::optional<clock::time_point> gives_up_at(clock::duration limit) const {
+    if (!awaiting_) return std::nullopt;
+    return awaiting_since_ + limit;
+  }
+  std::size_t held() const noexcept { return held_.size(); }
+  std::optional<std::uint32_t> last_packet() const noexcept { return last_packet_; }
+
+ private:
+  template <class Sink>
+  bool accept_serial(std::uint32_t serial, Sink& sink) {
+    if (last_packet_ && !serial_before(*last_packet_, serial)) {
+      sink.problem(error(errc::invalid_argument, error::no_offset,
+                         serial == *last_packet_ ? "multicast packet repeats a serial"
+                                                 : "multicast packet's serial is older than the previous one"));
+      return false;
+    }
+    last_packet_ = serial;
+    return true;
+  }
+
+  void on_marker(std::uint32_t serial) {
+    // Its message may have come first (it went over the bus before the marker was written).
+    if (last_unicast_ && !serial_before(*last_unicast_, serial)) return;
+    awaiting_ = serial;
+    awaiting_since_ = clock::now();
+  }
+
+  // Handles held packets in order, stopping at a marker whose message has not come yet or (with
+  // `before`) at the first packet that is not older than the bus message about to be handled.
+  template <class Sink>
+  void release(const std::uint32_t* before, Sink& sink) {
+    while (!held_.empty() && !awaiting_) {
+      Held& h = held_.front();
+      if (before && !serial_before(h.serial, *before)) {
+        if (h.kind == packet_kind::marker && h.serial == *before) {
+          held_.pop_front();  // the marker of the very message about to be handled
+          continue;
+        }
+        break;
+      }
+      Held next = std::move(h);
+      held_.pop_front();
+      if (next.kind == packet_kind::marker) {
+        on_marker(next.serial);
+      } else {
+        sink.deliver(next);
+      }
+    }
+  }
+
+  std::deque<Held> held_;
+  std::optional<std::uint32_t> last_packet_;
+  std::optional<std::uint32_t> last_unicast_;
+  std::optional<std::uint32_t> awaiting_;
+  clock::time_point awaiting_since_{};
+};
+
+// Per subscription: which path serves it, and the serial boundary between the paths.
+//
+// A subscription always starts on the bus (AddMatch), so that a signal emitted after subscribe()
+// returns is delivered whatever the group does. When the Join that carries its rule is answered
+// with serial R, the publisher has installed the rule before emitting anything after R: from then
+// on packets with serials after R serve it, and bus copies after R are left to the group. Copies
+// before R came on the bus, before the reply. If the group is lost the subscription goes back to
+// the bus. `last` makes duplicates and inversions impossible whatever a path does: a message from
+// the publisher is handed on only if its serial is after the last one handed on.
+struct delivery_gate {
+  std::string publisher;  // the unique name whose group serves (or is to serve) the subscription
+  bool in_group = false;
+  std::uint32_t joined_at = 0;  // serial of the Join reply that put the rule in place
+  std::optional<std::uint32_t> last;
+
+  // Serves the subscription from `name`'s group (from serial `reply` on); a new publisher starts
+  // a new sequence.
+  void join(std::string_view name, std::uint32_t reply) {
+    follow(name);
+    in_group = true;
+    joined_at = reply;
+  }
+  // Back to the bus (the group was lost, or the rule's sender now names someone else).
+  void leave() noexcept { in_group = false; }
+  // The publisher-to-be, before its group serves us: its bus messages count for `last`.
+  void follow(std::string_view name) {
+    if (publisher != name) {
+      publisher.assign(name);
+      last.reset();
+      in_group = false;
+    }
+  }
+
+  bool accept(origin from, std::string_view sender, std::uint32_t serial) {
+    if (sender != publisher || publisher.empty()) return from != origin::packet;
+    if (from == origin::packet && (!in_group || !serial_before(joined_at, serial))) return false;
+    if (from == origin::broadcast && in_group && !serial_before(serial, joined_at)) return false;
+    if (last && !serial_before(*last, serial)) return false;
+    last = serial;
+    return true;
+  }
+};
+
+}  // namespace multicast
+MCBUS_NAMESPACE_END
