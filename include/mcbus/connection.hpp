@@ -982,6 +982,9 @@ class basic_connection {
     if (reply) s.join_calls.erase(reply->reply_serial());
     machine_env env{s};
     if (!reply) {
+      if (multicast::membership* m = live_membership(s, publisher); m && m->ended) {
+        group_lost(s, publisher, error(errc::disconnected, error::no_offset, "group closed"));
+      }
       const multicast::join_outcome outcome = classify(reply.error());
       if (outcome == multicast::join_outcome::refused && s.multicast_fallback)
         s.multicast_fallback(publisher, reply.error());
@@ -1025,9 +1028,12 @@ class basic_connection {
     if (multicast::membership* m = live_membership(s, publisher)) {
       // A re-join: the old socket is read to its end first (the publisher closes it after its
       // last packet), then this one.
-      m->next_socket = std::move(fd);
-      m->next_max_packet = max_packet;
-      m->switch_by = clock::now() + std::chrono::seconds(2);
+      m->next_sockets.emplace_back(std::move(fd), max_packet);
+      if (m->ended) {
+        switch_socket(s, *m);
+      } else if (!m->switch_by) {
+        m->switch_by = clock::now() + std::chrono::seconds(2);
+      }
       return {};
     }
     multicast::membership& m = s.members.add(publisher, std::move(fd), max_packet);
@@ -1128,7 +1134,11 @@ class basic_connection {
       }
       if (m->closing) return;
       const std::string publisher = m->publisher;
-      if (m->next_socket) return switch_socket(*sp, *m);
+      if (!m->next_sockets.empty()) return switch_socket(*sp, *m);
+      if (sp->machine.joining(publisher)) {  // a re-join's reply is on its way: its socket follows
+        m->ended = true;
+        return;
+      }
       group_lost(*sp, publisher, why);
     };
     h.sent = [sp](std::uint64_t token, int res) {
@@ -1143,9 +1153,12 @@ class basic_connection {
   // A re-join's socket takes over from the old one, which has been read to its end.
   static void switch_socket(state& s, multicast::membership& m) {
     s.transport.remove_packet_source(m.source);
-    m.socket = std::move(m.next_socket);
-    m.max_packet = m.next_max_packet;
+    m.socket = std::move(m.next_sockets.front().first);
+    m.max_packet = m.next_sockets.front().second;
+    m.next_sockets.pop_front();
+    m.ended = false;
     m.switch_by.reset();
+    if (!m.next_sockets.empty()) m.switch_by = clock::now() + std::chrono::seconds(2);
     s.members.renumber(m);
     if (error e = s.transport.add_packet_source(m.source, m.socket.get())) group_lost(s, m.publisher, e);
   }
@@ -1215,10 +1228,18 @@ class basic_connection {
   void drain_into(state& s, multicast::membership& m) {
     const std::string publisher = m.publisher;
     std::vector<std::pair<std::uint32_t, std::vector<std::byte>>> drained;
-    s.transport.drain_packets(m.source, [&](std::span<const std::byte> bytes) {
+    const auto take = [&](std::span<const std::byte> bytes) {
       auto v = message_view::parse(bytes);
       drained.emplace_back(v ? v->serial() : 0, std::vector<std::byte>(bytes.begin(), bytes.end()));
-    });
+    };
+    if (!m.ended) s.transport.drain_packets(m.source, take);
+    // A re-join's next sockets too: the publisher wrote to them only after it closed the one before.
+    for (auto& [fd, max] : m.next_sockets) {
+      std::vector<std::byte> buf(max_packet_size * 2);
+      for (ssize_t n; (n = ::recv(fd.get(), buf.data(), buf.size(), MSG_DONTWAIT)) > 0;) {
+        take(std::span<const std::byte>(buf.data(), static_cast<std::size_t>(n)));
+      }
+    }
     const std::uint32_t base = m.merge.last_packet().value_or(drained.empty() ? 0 : drained.front().first);
     std::stable_sort(drained.begin(), drained.end(),
                      [base](const auto& a, const auto& b) { return a.first - base < b.first - base; });
@@ -1233,7 +1254,7 @@ class basic_connection {
       if (m.closing) continue;
       packet_sink sink{s, name};
       m.merge.expire(now, s.opts.multicast_marker_timeout, s.opts.multicast_max_held, sink);
-      if (m.switch_by && now >= *m.switch_by) {
+      if (m.switch_by && now >= *m.switch_by && !m.next_sockets.empty()) {
         drain_into(s, m);
         switch_socket(s, m);
       }

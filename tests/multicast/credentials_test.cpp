@@ -8,6 +8,7 @@
 
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include "harness.hpp"
 
@@ -61,6 +62,8 @@ TEST_P(Credentials, AnotherUserIsDeniedByPolicyAndUsesTheBus) {
       m.append(std::string_view("temp0"), 21.5, std::uint64_t{0});
       return pub->emit(std::move(m));
     });
+    // A reading every 20 ms: the subscriber's Join (made in the background) is answered first.
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   if (::waitpid(child, &status, WNOHANG) == 0) {
     ::kill(child, SIGKILL);

@@ -25,10 +25,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 MCBUS_NAMESPACE_BEGIN
@@ -371,11 +373,11 @@ struct membership {
   std::uint32_t source = 0;
   std::uint32_t max_packet = 0;
   stream_merge<held_packet> merge;
-  // A re-join's socket: read once the old one has reached its end (the publisher closes it after
-  // its last packet), or after `switch_by`.
-  unix_fd next_socket;
-  std::uint32_t next_max_packet = 0;
+  // Re-joins' sockets, in order: each is read once the one before has reached its end (the
+  // publisher closes it after its last packet), or after `switch_by`.
+  std::deque<std::pair<unix_fd, std::uint32_t>> next_sockets;  // with their max_packet
   std::optional<std::chrono::steady_clock::time_point> switch_by;
+  bool ended = false;  // the socket reached its end while a re-join was under way
   std::uint64_t packets = 0;
   std::uint64_t markers = 0;
   bool closing = false;  // left or lost: no longer served, removed at the end of the loop turn

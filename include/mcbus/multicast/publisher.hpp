@@ -212,8 +212,13 @@ class basic_publisher {
     std::string name;
     std::uint32_t id = 0;
     unix_fd socket;
-    unix_fd next_socket;            // a re-join's socket, taken up once no chain is in flight on the old one
     std::vector<match_rule> rules;  // what it asked for, restricted by the admission policy
+    // A re-join, taken up once no chain is in flight on the old socket: its socket (our end and
+    // the member's), its rules, and the reply that announces them.
+    unix_fd next_socket;
+    unix_fd next_reply_socket;
+    std::vector<match_rule> next_rules;
+    deferred_reply next_reply;
     member_route<entry> route;
     std::deque<packet_send> sends;  // stable storage for the chain in flight
     subscription gone_watch;
@@ -340,14 +345,31 @@ class basic_publisher {
     unix_fd mine(sv[0]), theirs(sv[1]);
     if (error e = attach_filter(theirs.get(), sender, rules))
       return reply.fail(call_error(errors::failed, e.message()));
-    // The reply is not part of the member's stream (it has none yet, or is replacing it): it
-    // takes no marker. Its serial is the member's boundary: everything emitted after it is routed
-    // with these rules.
+    ++stats_.joins;
+    auto it = members_.find(sender);
+    if (it != members_.end()) {
+      // A re-join: the reply, the new rules and the new socket all take effect together, once no
+      // chain is in flight on the old socket, so that the old socket holds only what was emitted
+      // before the reply and the new one only what came after (take_up_next_socket()).
+      member& m = it->second;
+      m.next_socket = std::move(mine);
+      m.next_rules = std::move(rules);
+      m.next_reply = std::move(reply);
+      m.next_reply_socket = std::move(theirs);
+      take_up_next_socket(m);
+      return;
+    }
+    send_join_reply(reply, theirs);
+    install(sender, std::move(mine), std::move(rules));
+  }
+
+  // The reply is not part of the member's stream (it has none yet, or is replacing it): it takes
+  // no marker. Its serial is the member's boundary: everything emitted after it is routed with the
+  // rules it answers.
+  void send_join_reply(deferred_reply& reply, const unix_fd& theirs) {
     replying_join_ = true;
     reply.reply(theirs, version, static_cast<std::uint32_t>(opts_.max_packet));
     replying_join_ = false;
-    install(sender, std::move(mine), std::move(rules));
-    ++stats_.joins;
   }
 
   // The member's rules (and the marker rule) as one classic BPF program, attached to its end of
@@ -376,18 +398,6 @@ class basic_publisher {
   }
 
   void install(const std::string& name, unix_fd socket, std::vector<match_rule> rules) {
-    auto it = members_.find(name);
-    if (it != members_.end()) {
-      // A re-join: the new rules route from now on; the new socket is taken up once the chain in
-      // flight on the old one has finished, and the old one is closed then, so the member reads
-      // it to its end before the new one. What is queued moves over.
-      member& m = it->second;
-      m.rules = std::move(rules);
-      m.next_socket = std::move(socket);
-      rebuild_index();
-      take_up_next_socket(m);
-      return;
-    }
     member& m = members_[name];
     m.name = name;
     m.id = ++next_id_;
@@ -415,12 +425,17 @@ class basic_publisher {
 
   void take_up_next_socket(member& m) {
     if (!m.next_socket || m.route.busy()) return;
+    send_join_reply(m.next_reply, m.next_reply_socket);
+    m.next_reply_socket.reset();
+    m.rules = std::move(m.next_rules);
+    m.next_rules.clear();
     conn_.transport().remove_packet_source(hangup_source(m.id));
     by_id_.erase(m.id);
     m.id = ++next_id_;
     by_id_[m.id] = &m;
     m.socket = std::move(m.next_socket);  // the old one closes here: nothing of it is in flight
     watch_hangup(m);
+    rebuild_index();
     route_sink sink{*this, m};
     m.route.on_writable(sink);  // a fresh socket has room, whatever the old one had
     track(m);
@@ -527,8 +542,15 @@ class basic_publisher {
   // the wait is short and nobody waits on a slow member.
   bool hold_behind_fifo(message& m) {
     if (bus_fifo_.empty() && unwritten_ == 0) return false;
-    bus_fifo_.push_back({m.serial(), std::move(m)});
+    enter_fifo(m.serial(), std::move(m));
     return true;
+  }
+  // In serial order: a packet that comes back from a full socket goes over the bus before a later
+  // message already waiting there.
+  void enter_fifo(std::uint32_t serial, std::optional<message> m) {
+    auto at = bus_fifo_.end();
+    while (at != bus_fifo_.begin() && serial_before(serial, std::prev(at)->serial)) --at;
+    bus_fifo_.insert(at, bus_slot{serial, std::move(m)});
   }
   void release_fifo() {
     while (unwritten_ == 0 && !bus_fifo_.empty() && bus_fifo_.front().msg) {
@@ -549,7 +571,7 @@ class basic_publisher {
   void bus_out(message&& m) {
     if (!hold_behind_fifo(m)) (void)conn_.send_unhooked(std::move(m));
   }
-  void reserve_bus_slot(std::uint32_t serial) { bus_fifo_.push_back({serial, std::nullopt}); }
+  void reserve_bus_slot(std::uint32_t serial) { enter_fifo(serial, std::nullopt); }
   void fill_bus_slot(std::uint32_t serial, message&& m) {
     for (bus_slot& slot : bus_fifo_) {
       if (!slot.msg && slot.serial == serial) {

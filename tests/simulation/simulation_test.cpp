@@ -1,0 +1,64 @@
+// The simulation test of the multicast fast path's membership logic (world.hpp): many random
+// schedules, each checked against the contract. A failure prints its seed; run that one alone
+// with MCBUS_SIM_SEED=<seed> to see it in full.
+//
+//   MCBUS_SIM_SCHEDULES  how many schedules (default 1000000)
+//   MCBUS_SIM_SEED       the first seed (default: a fixed one in CI, so that runs repeat)
+#include "simulation.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <string>
+
+namespace {
+
+std::uint64_t env_number(const char* name, std::uint64_t fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::strtoull(v, nullptr, 10) : fallback;
+}
+
+void run_schedules(bool restarts) {
+  const std::uint64_t count = env_number("MCBUS_SIM_SCHEDULES", 1000000);
+  const std::uint64_t first = env_number("MCBUS_SIM_SEED", 20261203);
+  std::uint64_t compared = 0, restarted = 0, drops = 0, window = 0, window_schedules = 0, extra = 0, early = 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (std::uint64_t seed = first; seed < first + count; ++seed) {
+    sim::simulation world(seed, restarts);
+    world.trace = count == 1 && std::getenv("MCBUS_SIM_TRACE");
+    const sim::result r = world.run();
+    ASSERT_TRUE(r.ok) << "seed " << seed << ": " << r.why << "\n(replay: MCBUS_SIM_SEED=" << seed
+                      << " MCBUS_SIM_SCHEDULES=1)";
+    compared += r.compared;
+    window += r.successor_window;
+    extra += r.killed_extra;
+    early += r.early_extra;
+    window_schedules += r.successor_window > 0;
+    restarted += world.cfg().restart;
+    drops += world.cfg().drop;
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf(
+      "simulation: %llu schedules (%llu with publisher restarts, %llu under the drop policy), %llu signals "
+      "compared with the bus, %.1f s\n"
+      "simulation: %llu signals in %llu schedules fell in the successor window (a new owner's signals routed "
+      "before the member's rule was back on the bus)\n"
+      "simulation: %llu signals reached members from a publisher killed before their bus copy left\n"
+      "simulation: %llu copies of a signal emitted just before a subscription was in place reached it\n",
+      static_cast<unsigned long long>(count), static_cast<unsigned long long>(restarted),
+      static_cast<unsigned long long>(drops), static_cast<unsigned long long>(compared), s,
+      static_cast<unsigned long long>(window), static_cast<unsigned long long>(window_schedules),
+      static_cast<unsigned long long>(extra), static_cast<unsigned long long>(early));
+}
+
+// Joins, re-joins, late subscriptions, full sockets, slow members, the drop policy, signals too
+// large for a packet and signals addressed to one member, in every interleaving of the two paths.
+TEST(Simulation, EverySignalOnceAndInOrderOnEverySchedule) { run_schedules(false); }
+
+// The same with publishers killed and replaced under the same name. Disabled: it still finds
+// violations (issue 10's closing note lists them; the first seed that fails is 20261357, a
+// signal of the killed publisher that its member lost). Run it with --gtest_also_run_disabled_tests.
+TEST(Simulation, DISABLED_WithPublishersKilledAndReplaced) { run_schedules(true); }
+
+}  // namespace
