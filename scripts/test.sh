@@ -37,9 +37,9 @@ configure build/asan -DCMAKE_BUILD_TYPE=Debug -DMCBUS_SANITIZE=address,undefined
   -DMCBUS_BUILD_EXAMPLES=ON -DMCBUS_BUILD_TOOLS=ON -DMCBUS_BUILD_BENCH=OFF
 ninja -C build/asan -j"$jobs" >/dev/null
 # The million-signal sequence and the million simulated schedules run at full length in the main
-# build; a tenth and a twentieth of them here.
+# build; a tenth and a fiftieth of them here.
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  MCBUS_SEQUENCE_MESSAGES=100000 MCBUS_SIM_SCHEDULES=50000 run_ctest build/asan
+  MCBUS_SEQUENCE_MESSAGES=100000 MCBUS_SIM_SCHEDULES=20000 run_ctest build/asan
 
 if [[ -x "$root/scripts/test-s390x.sh" ]]; then
   stage "big-endian: wire and match tests on s390x under qemu-user"

@@ -694,8 +694,10 @@ class basic_connection {
           drain_into(s, *m);
           packet_sink sink{s, publisher};
           m->merge.before_unicast(reply.header().serial, sink);
-          if (multicast::membership* again = live_membership(s, publisher))
+          if (multicast::membership* again = live_membership(s, publisher)) {
             again->merge.after_unicast(reply.header().serial, sink);
+            finish_if_ended(s, publisher);
+          }
         }
         if (reply.header().type == message_type::error) return call_error::from_reply(reply.view());
         return reply;
@@ -776,7 +778,15 @@ class basic_connection {
     if (multicast::membership* again = live_membership(s, publisher)) {
       packet_sink sink{s, publisher};
       again->merge.after_unicast(m.serial(), sink);
+      finish_if_ended(s, publisher);
     }
+  }
+
+  // A group whose socket ended with packets waiting for a bus message: lost once they are handled.
+  static void finish_if_ended(state& s, const std::string& publisher) {
+    multicast::membership* m = live_membership(s, publisher);
+    if (!m || !m->lose_when_handled || m->merge.waiting() || m->merge.held() > 0) return;
+    group_lost(s, publisher, error(errc::disconnected, error::no_offset, "group closed"));
   }
 
   void dispatch_bus(const message_view& m) {
@@ -921,8 +931,12 @@ class basic_connection {
                                        multicast::join_method);
       m.append(rules, multicast::known_join_flags);
       state* sp = &s;
-      const std::uint32_t serial = async_call(
-          s, std::move(m), [sp, publisher](call_result<message_view> r) { on_join_reply(*sp, publisher, r); });
+      auto sent = std::make_shared<std::uint32_t>(0);  // the reply (or the timeout) forgets the serial
+      const std::uint32_t serial = async_call(s, std::move(m), [sp, publisher, sent](call_result<message_view> r) {
+        sp->join_calls.erase(*sent);
+        on_join_reply(*sp, publisher, r);
+      });
+      *sent = serial;
       if (serial) s.join_calls.insert(serial);
     }
     void leave(const std::string& publisher) {
@@ -979,7 +993,6 @@ class basic_connection {
 
   // The Join came back: check what the publisher handed over, install it, and tell the machine.
   static void on_join_reply(state& s, const std::string& publisher, const call_result<message_view>& reply) {
-    if (reply) s.join_calls.erase(reply->reply_serial());
     machine_env env{s};
     if (!reply) {
       if (multicast::membership* m = live_membership(s, publisher); m && m->ended) {
@@ -1139,6 +1152,12 @@ class basic_connection {
         m->ended = true;
         return;
       }
+      if (m->merge.waiting() || m->merge.held() > 0) {
+        // Packets wait behind a marker for a message that is still on its way over the bus: the
+        // group ends once they are handled (finish_if_ended()).
+        m->ended = m->lose_when_handled = true;
+        return;
+      }
       group_lost(*sp, publisher, why);
     };
     h.sent = [sp](std::uint64_t token, int res) {
@@ -1156,7 +1175,7 @@ class basic_connection {
     m.socket = std::move(m.next_sockets.front().first);
     m.max_packet = m.next_sockets.front().second;
     m.next_sockets.pop_front();
-    m.ended = false;
+    m.ended = m.lose_when_handled = false;
     m.switch_by.reset();
     if (!m.next_sockets.empty()) m.switch_by = clock::now() + std::chrono::seconds(2);
     s.members.renumber(m);
@@ -1253,7 +1272,10 @@ class basic_connection {
     for (auto& [name, m] : s.members.all()) {
       if (m.closing) continue;
       packet_sink sink{s, name};
-      m.merge.expire(now, s.opts.multicast_marker_timeout, s.opts.multicast_max_held, sink);
+      if (m.merge.expire(now, s.opts.multicast_marker_timeout, s.opts.multicast_max_held, sink)) {
+        finish_if_ended(s, name);
+        if (m.closing) continue;
+      }
       if (m.switch_by && now >= *m.switch_by && !m.next_sockets.empty()) {
         drain_into(s, m);
         switch_socket(s, m);

@@ -452,6 +452,10 @@ class simulation {
         g.ended = true;
         return;
       }
+      if (g.merge.waiting() || g.merge.held() > 0) {  // lost once the held packets are handled
+        g.ended = g.lose_when_handled = true;
+        return;
+      }
       g.closing = true;
       member_env env{*this, m};
       m.machine.group_lost(name, env);
@@ -504,7 +508,7 @@ class simulation {
         }
         if (g != m.groups.end() && !g->second.closing && g->second.ended) {
           g->second.socket = b.socket;
-          g->second.ended = false;
+          g->second.ended = g->second.lose_when_handled = false;
         } else if (g != m.groups.end() && !g->second.closing) {
           g->second.next_sockets.push_back(b.socket);
         } else {
@@ -542,7 +546,13 @@ class simulation {
     g->second.merge.before_unicast(b.serial, sink);
     dispatch(m, b, origin::unicast);
     g = m.groups.find(sender);
-    if (g != m.groups.end() && !g->second.closing) g->second.merge.after_unicast(b.serial, sink);
+    if (g != m.groups.end() && !g->second.closing) {
+      g->second.merge.after_unicast(b.serial, sink);
+      if (g->second.lose_when_handled && !g->second.merge.waiting() && g->second.merge.held() == 0) {
+        g->second.closing = true;
+        m.machine.group_lost(sender, env);
+      }
+    }
   }
 
   // ---- publishers -----------------------------------------------------------------------------

@@ -158,6 +158,7 @@ struct group {
   stream_merge<held> merge;
   bool closing = false;
   bool ended = false;  // the socket reached its end while a re-join was under way
+  bool lose_when_handled = false;
   std::string publisher;
 };
 

@@ -377,7 +377,8 @@ struct membership {
   // publisher closes it after its last packet), or after `switch_by`.
   std::deque<std::pair<unix_fd, std::uint32_t>> next_sockets;  // with their max_packet
   std::optional<std::chrono::steady_clock::time_point> switch_by;
-  bool ended = false;  // the socket reached its end while a re-join was under way
+  bool ended = false;              // the socket reached its end (a re-join under way, or packets still held)
+  bool lose_when_handled = false;  // ended with held packets: the group is lost once they are handled
   std::uint64_t packets = 0;
   std::uint64_t markers = 0;
   bool closing = false;  // left or lost: no longer served, removed at the end of the loop turn
