@@ -853,6 +853,16 @@ class basic_connection {
       auto args = m.read<std::string_view, std::string_view, std::string_view>();
       if (!args) return;
       const auto [name, old_owner, new_owner] = *args;
+      // What the old owner's group socket still holds was emitted before the bus saw the name
+      // change: a plain subscriber got those signals first, so they are handled first.
+      if (!old_owner.empty() && s.machine.tracks_owner(name)) {
+        if (multicast::membership* m = live_membership(s, old_owner)) {
+          const std::string publisher(old_owner);
+          drain_into(s, *m);
+          packet_sink sink{s, publisher};
+          if (multicast::membership* again = live_membership(s, publisher)) again->merge.release_all(sink);
+        }
+      }
       machine_env env{s};
       s.machine.owner_changed(name, new_owner, env);
     } else if (member == "NameAcquired" && m.header().destination == s.unique_name) {

@@ -484,7 +484,27 @@ class simulation {
     if (trace)
       std::printf("  %s bus kind %d from %d serial %u\n", c.name.c_str(), static_cast<int>(b.k), b.from, b.serial);
     switch (b.k) {
-      case kind::noc: m.machine.owner_changed(well_known, b.owner, env); return;
+      case kind::noc: {  // the old owner's socket is handled first, as the connection does
+        const std::string old_owner(m.machine.owner(well_known));
+        auto g = m.groups.find(old_owner);
+        if (!old_owner.empty() && g != m.groups.end() && !g->second.closing) {
+          std::vector<int> socks{g->second.socket};
+          socks.insert(socks.end(), g->second.next_sockets.begin(), g->second.next_sockets.end());
+          for (int index : socks) {
+            socket& s = sockets_[static_cast<std::size_t>(index)];
+            while (!s.queue.empty()) {
+              packet p = s.queue.front();
+              s.queue.pop_front();
+              packet_sink sink{*this, m, old_owner, p};
+              g->second.merge.on_drained(p.serial, sink);
+            }
+          }
+          packet_sink sink{*this, m, old_owner};
+          g->second.merge.release_all(sink);
+        }
+        m.machine.owner_changed(well_known, b.owner, env);
+        return;
+      }
       case kind::probe_reply: {
         auto it = m.pending.find(b.reply_to);
         if (it == m.pending.end()) return;

@@ -97,6 +97,13 @@ class stream_merge {
     return true;
   }
 
+  // The publisher is gone: no message it announced can still come. Everything held goes on.
+  template <class Sink>
+  void release_all(Sink& sink) {
+    awaiting_.reset();
+    release(nullptr, sink);
+  }
+
   bool waiting() const noexcept { return awaiting_.has_value(); }
   // When expire() gives up the marker now awaited, if any: for the loop's timeout.
   std::optional<clock::time_point> gives_up_at(clock::duration limit) const {
