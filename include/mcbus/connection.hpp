@@ -379,7 +379,7 @@ class basic_connection {
             id, call_error(error(errc::not_supported, error::no_offset, "the rule's sender has no owner")));
       }
       s.machine.subscribe(id, canonical, sender, via, s.opts.hello, env);
-      if (error e = join_blocking(id, publisher, sender)) return drop_subscription(id, call_error(e));
+      if (error e = join_blocking(id, publisher)) return drop_subscription(id, call_error(e));
     } else {
       s.machine.subscribe(id, canonical, sender, s.unix_fds ? via : subscribe_via::bus, s.opts.hello, env);
     }
@@ -1106,10 +1106,9 @@ class basic_connection {
   }
 
   // subscribe_via::multicast: Join now and wait for the reply (nothing else is dispatched).
-  error join_blocking(std::uint64_t id, const std::string& publisher, const std::string& sender) {
+  error join_blocking(std::uint64_t id, const std::string& publisher) {
     state& s = *st_;
     machine_env env{s};
-    (void)sender;
     const std::uint32_t before = s.serial;
     if (!s.machine.join_now(publisher, env) && !s.machine.joining(publisher)) {
       const auto* st = s.machine.find(id);
@@ -1146,8 +1145,8 @@ class basic_connection {
     h.packet = [sp](std::uint32_t source, std::span<const std::byte> bytes) {
       multicast::membership* m = sp->members.by_source(source);
       if (!m || m->closing) return;
-      const std::string publisher = m->publisher;
-      on_packet(*sp, publisher, bytes, false);
+      // Memberships are erased only at the end of a loop turn: the name outlives this call.
+      on_packet(*sp, m->publisher, bytes, false);
     };
     h.closed = [sp](std::uint32_t source, const error& why) {
       multicast::membership* m = sp->members.by_source(source);

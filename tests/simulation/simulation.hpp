@@ -476,6 +476,23 @@ class simulation {
     }
   }
 
+  // Everything the group's sockets hold joins its merge, held: the current socket, then a
+  // re-join's next ones (the publisher wrote to them only after it closed the one before).
+  void drain(member& m, group& g, const std::string& publisher) {
+    std::vector<int> socks{g.socket};
+    socks.insert(socks.end(), g.next_sockets.begin(), g.next_sockets.end());
+    for (int index : socks) {
+      socket& s = sockets_[static_cast<std::size_t>(index)];
+      while (!s.queue.empty()) {
+        packet p = s.queue.front();
+        s.queue.pop_front();
+        packet_sink sink{*this, m, publisher, p};
+        g.merge.on_drained(p.serial, sink);
+      }
+      freed(s);
+    }
+  }
+
   void member_bus(member& m) {
     connection& c = conns_[m.conn];
     bus_message b = std::move(c.in.front());
@@ -488,17 +505,7 @@ class simulation {
         const std::string old_owner(m.machine.owner(well_known));
         auto g = m.groups.find(old_owner);
         if (!old_owner.empty() && g != m.groups.end() && !g->second.closing) {
-          std::vector<int> socks{g->second.socket};
-          socks.insert(socks.end(), g->second.next_sockets.begin(), g->second.next_sockets.end());
-          for (int index : socks) {
-            socket& s = sockets_[static_cast<std::size_t>(index)];
-            while (!s.queue.empty()) {
-              packet p = s.queue.front();
-              s.queue.pop_front();
-              packet_sink sink{*this, m, old_owner, p};
-              g->second.merge.on_drained(p.serial, sink);
-            }
-          }
+          drain(m, g->second, old_owner);
           packet_sink sink{*this, m, old_owner};
           g->second.merge.release_all(sink);
         }
@@ -548,20 +555,8 @@ class simulation {
     if (b.to != m.conn || g == m.groups.end() || g->second.closing) {
       return dispatch(m, b, b.to == m.conn ? origin::unicast : origin::broadcast);
     }
-    // In the publisher's stream: what the sockets hold goes first (a re-join's next sockets too:
-    // the publisher wrote to them only after it closed the one before).
-    std::vector<int> socks{g->second.socket};
-    socks.insert(socks.end(), g->second.next_sockets.begin(), g->second.next_sockets.end());
-    for (int index : socks) {
-      socket& s = sockets_[static_cast<std::size_t>(index)];
-      while (!s.queue.empty()) {
-        packet p = s.queue.front();
-        s.queue.pop_front();
-        packet_sink sink{*this, m, sender, p};
-        g->second.merge.on_drained(p.serial, sink);
-      }
-      freed(s);
-    }
+    // In the publisher's stream: what the sockets hold goes first.
+    drain(m, g->second, sender);
     packet_sink sink{*this, m, sender};
     g->second.merge.before_unicast(b.serial, sink);
     dispatch(m, b, origin::unicast);
@@ -610,7 +605,7 @@ class simulation {
       if (w.trace) std::printf("send_bus to %d: %u kind %d\n", member, e.serial, static_cast<int>(e.kind));
       bus_message b = make(kind::signal);
       b.from = p.conn;
-      b.to = w.members_conn(member);
+      b.to = member;
       b.serial = e.serial;
       b.topic = e.topic;
       b.copy = e.copy;
@@ -624,7 +619,6 @@ class simulation {
     }
     void discarded(const publisher_entry&) {}
   };
-  int members_conn(int member_conn) const { return member_conn; }
 
   void bus_out(publisher& p, const bus_message& b) {
     if (p.fifo.empty() && p.unwritten == 0) {
