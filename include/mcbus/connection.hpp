@@ -812,14 +812,19 @@ class basic_connection {
           group_lost(s, std::string(m.header().sender),
                      error(errc::dropped, error::no_offset, "the publisher dropped us"));
         }
-        dispatch_signal(s, m,
-                        m.header().destination.empty() ? multicast::origin::broadcast : multicast::origin::unicast);
+        dispatch_signal(s, m, bus_origin(s, m));
         return;
       case message_type::method_call:
         s.objects.dispatch(m, [this](message&& reply) { (void)send(std::move(reply)); });
         return;
       default: return;  // unknown message types are ignored, as the specification says
     }
+  }
+
+  static multicast::origin bus_origin(state& s, const message_view& m) {
+    if (!m.header().destination.empty()) return multicast::origin::unicast;
+    const multicast::membership* g = live_membership(s, m.header().sender);
+    return g && g->ended ? multicast::origin::broadcast_after_end : multicast::origin::broadcast;
   }
 
   // Each subscription gets what matches its rule exactly, from the path that serves it (its

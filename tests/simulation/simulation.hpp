@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <functional>
+#include <tuple>
 
 namespace sim {
 
@@ -239,6 +240,21 @@ class simulation {
         }
         return;
       case kind::death:
+        // As dbus-daemon does (NoReply, "recipient disconnected"), every call still waiting for
+        // the dead connection's reply gets an error, after the replies it sent before it died.
+        for (member& waiting : members_) {
+          for (const auto& [serial, call] : waiting.pending) {
+            if (call.second != conns_[m.from].name) continue;
+            bus_message err = make(call.first == kind::join ? kind::join_reply : kind::probe_reply);
+            err.from = m.from;
+            err.to = waiting.conn;
+            err.ok = false;
+            err.outcome = join_outcome::gone;
+            err.reply_to = serial;
+            err.routed = m.routed;
+            conns_[waiting.conn].in.push_back(err);
+          }
+        }
         if (owner_ == conns_[m.from].name) {
           set_owner("");
           while (!queued_owners_.empty()) {
@@ -553,7 +569,11 @@ class simulation {
     const std::string& sender = conns_[b.from].name;
     auto g = m.groups.find(sender);
     if (b.to != m.conn || g == m.groups.end() || g->second.closing) {
-      return dispatch(m, b, b.to == m.conn ? origin::unicast : origin::broadcast);
+      const bool after_end = g != m.groups.end() && !g->second.closing && g->second.ended;
+      return dispatch(m, b,
+                      b.to == m.conn ? origin::unicast
+                      : after_end    ? origin::broadcast_after_end
+                                     : origin::broadcast);
     }
     // In the publisher's stream: what the sockets hold goes first.
     drain(m, g->second, sender);
@@ -617,7 +637,7 @@ class simulation {
       s.watched = true;
       w.freed(s);
     }
-    void discarded(const publisher_entry&) {}
+    void discarded(const publisher_entry& e) { w.discarded_.insert({p.conn, member, e.serial}); }
   };
 
   void bus_out(publisher& p, const bus_message& b) {
@@ -834,18 +854,7 @@ class simulation {
     p->members.clear();
     p->fifo.clear();
     p->completions.clear();
-    // Calls it had received but not answered time out at their callers.
-    for (const bus_message& call : c.in) {
-      if (call.k != kind::join && call.k != kind::probe) continue;
-      bus_message timeout = make(call.k == kind::join ? kind::join_reply : kind::probe_reply);
-      timeout.from = p->conn;
-      timeout.to = call.from;
-      timeout.ok = false;
-      timeout.outcome = join_outcome::refused;
-      timeout.reply_to = call.serial;
-      conns_[call.from].in.push_back(timeout);
-    }
-    c.in.clear();
+    c.in.clear();  // calls it had not answered: the daemon answers them when it sees the death
     bus_message death = make(kind::death);
     death.from = p->conn;
     death.to = -2;
@@ -908,6 +917,12 @@ class simulation {
   }
   bool excused(const member& m, const subscription& s, const signal_id& id) {
     if (lost_by_drop(m, id)) return true;
+    // Under the drop policy, a publisher killed before its loss notice was written: the member
+    // cannot learn what it missed (the notice is in the stream, after the socket drains).
+    if (!conns_[id.publisher].alive && discarded_.count({id.publisher, m.conn, id.serial})) {
+      ++r_.killed_unreported;
+      return true;
+    }
     if (std::find(s.window.begin(), s.window.end(), id) == s.window.end()) return false;
     ++r_.successor_window;
     return true;
@@ -944,6 +959,7 @@ class simulation {
   std::deque<member> members_;
   std::vector<socket> sockets_;
   std::vector<subscription> subs_;
+  std::set<std::tuple<int, int, std::uint32_t>> discarded_;  // (publisher, member, serial) under drop
 };
 
 }  // namespace sim

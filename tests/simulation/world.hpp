@@ -189,6 +189,7 @@ struct result {
   std::uint64_t compared = 0;
   std::uint64_t successor_window = 0;  // signals missed in the successor window (see shadow())
   std::uint64_t killed_extra = 0;      // signals a killed publisher wrote to members but not to the bus
+  std::uint64_t killed_unreported = 0;  // drop policy: discarded by a publisher killed before its notice
   std::uint64_t early_extra = 0;       // copies that reached a new subscription just before its rule was in place
 };
 

@@ -37,6 +37,10 @@ enum class origin : std::uint8_t {
   packet,     // the group socket
   unicast,    // over the bus, addressed to this connection
   broadcast,  // over the bus, addressed to nobody (a bus copy, or any ordinary signal)
+  // A bus copy from a publisher whose group socket has reached its end while a re-join is under
+  // way. The socket gave all it ever will, so a serial after the last one handed on came only
+  // this way: the publisher died with it unwritten, its bus copy already out.
+  broadcast_after_end,
 };
 
 // Merges one publisher's group socket with its bus messages to us. `Held` is what a packet that
@@ -199,6 +203,7 @@ struct delivery_gate {
   bool accept(origin from, std::string_view sender, std::uint32_t serial) {
     if (sender != publisher || publisher.empty()) return from != origin::packet;
     if (from == origin::packet && (!in_group || !serial_before(joined_at, serial))) return false;
+    // (origin::broadcast_after_end passes here: only `last` decides.)
     if (from == origin::broadcast && in_group && !serial_before(serial, joined_at)) return false;
     if (last && !serial_before(*last, serial)) return false;
     last = serial;
