@@ -381,7 +381,8 @@ class basic_connection {
       s.machine.subscribe(id, canonical, sender, via, s.opts.hello, env);
       if (error e = join_blocking(id, publisher)) return drop_subscription(id, call_error(e));
     } else {
-      s.machine.subscribe(id, canonical, sender, s.unix_fds ? via : subscribe_via::bus, s.opts.hello, env);
+      s.machine.subscribe(id, canonical, sender, s.unix_fds ? via : subscribe_via::bus, s.opts.hello, env,
+                          pending_owner(s, sender));
     }
     std::weak_ptr<state> weak = st_;
     return subscription(id, [weak, id]() {
@@ -588,6 +589,25 @@ class basic_connection {
     // Multicast: the group sockets, the Join calls in flight, the publisher's hooks.
     multicast::membership_set members;
     std::set<std::uint32_t> join_calls;  // serials of Joins whose replies are not part of a stream
+    // A successor's bus copies, held until its replay is in (member_machine::owner_changed()):
+    // `until` is the last serial replayed, set once the Join is answered.
+    struct held_copy {
+      received_message msg;
+      std::uint64_t newest_subscription;  // a subscription made after it arrived does not get it
+    };
+    struct successor_hold {
+      std::deque<held_copy> copies;
+      std::optional<std::uint32_t> until;
+      std::uint32_t reply = 0;         // the Join reply's serial, once it came
+      std::vector<std::string> names;  // the well-known names it owned when the copies came
+      // A copy from before the reply is judged by `last` alone; one after it, as any bus copy
+      // (the group serves what it matches).
+      multicast::origin origin_of(std::uint32_t serial) const {
+        return until && !multicast::serial_before(serial, reply) ? multicast::origin::broadcast
+                                                                 : multicast::origin::backfill;
+      }
+    };
+    std::map<std::string, successor_hold, std::less<>> holds;
     bool handling_packet = false;
     std::function<void(std::string_view, const error&)> multicast_lost;
     std::function<void(std::string_view, const call_error&)> multicast_fallback;
@@ -774,7 +794,9 @@ class basic_connection {
       packet_sink sink{s, publisher};
       member->merge.before_unicast(m.serial(), sink);
     }
+    replay_progress(s, publisher, m.serial(), false);
     dispatch_bus(m);
+    replay_progress(s, publisher, m.serial(), true);
     if (multicast::membership* again = live_membership(s, publisher)) {
       packet_sink sink{s, publisher};
       again->merge.after_unicast(m.serial(), sink);
@@ -812,6 +834,7 @@ class basic_connection {
           group_lost(s, std::string(m.header().sender),
                      error(errc::dropped, error::no_offset, "the publisher dropped us"));
         }
+        if (held_back(s, m)) return;
         dispatch_signal(s, m, bus_origin(s, m));
         return;
       case message_type::method_call:
@@ -824,20 +847,27 @@ class basic_connection {
   static multicast::origin bus_origin(state& s, const message_view& m) {
     if (!m.header().destination.empty()) return multicast::origin::unicast;
     const multicast::membership* g = live_membership(s, m.header().sender);
-    return g && g->ended ? multicast::origin::broadcast_after_end : multicast::origin::broadcast;
+    return g && g->ended ? multicast::origin::backfill : multicast::origin::broadcast;
   }
 
   // Each subscription gets what matches its rule exactly, from the path that serves it (its
   // delivery_gate), once: a message never reaches a subscription twice or out of order.
-  static void dispatch_signal(state& s, const message_view& m, multicast::origin from) {
+  // `names_then`: held copies are matched as they were sent, when their sender owned these names.
+  static void dispatch_signal(state& s, const message_view& m, multicast::origin from,
+                              const std::vector<std::string>* names_then = nullptr,
+                              std::uint64_t newest_subscription = ~std::uint64_t{0}) {
     if (s.subscriptions.empty()) return;
     // The lookup is borrowed by the context: it must outlive every matches() call below.
-    const auto owner_of = [&s](std::string_view name) { return s.machine.owner(name); };
+    const auto owner_of = [&s, &m, names_then](std::string_view name) -> std::string_view {
+      if (names_then && std::ranges::find(*names_then, name) != names_then->end()) return m.header().sender;
+      return s.machine.owner(name);
+    };
     const match_context ctx{s.unique_name, owner_of};
     // Handlers may add or remove subscriptions: collect first, then call those still present.
     std::vector<std::uint64_t> hits;
     const std::string_view sender = m.header().sender;
     for (const auto& [id, sub] : s.subscriptions) {
+      if (id > newest_subscription) break;  // ids grow, and the map is ordered by them
       if (!sub.rule.matches(m, ctx)) continue;
       multicast::member_machine::subscription_state* st = s.machine.find(id);
       if (st ? !st->gate.accept(from, sender, m.serial()) : from == multicast::origin::packet) continue;
@@ -867,6 +897,7 @@ class basic_connection {
           packet_sink sink{s, publisher};
           if (multicast::membership* again = live_membership(s, publisher)) again->merge.release_all(sink);
         }
+        release_hold(s, old_owner);  // and what was held from it, when it was a successor
       }
       machine_env env{s};
       s.machine.owner_changed(name, new_owner, env);
@@ -919,6 +950,24 @@ class basic_connection {
 
   // What member_machine asks of the connection. Calls it makes are asynchronous: their replies
   // come back into the machine from the loop.
+  // NameOwnerChanged signals for `name` still in the inbox: the bus changed the owner before it
+  // answered our AddMatch, so a subscription made now starts with the last new owner.
+  static std::optional<multicast::member_machine::pending_changes> pending_owner(state& s, std::string_view name) {
+    std::optional<multicast::member_machine::pending_changes> owner;
+    if (name.empty() || name[0] == ':') return owner;
+    for (const detail::inbox_entry& e : s.in.entries()) {
+      if (e.invalid || e.type != message_type::signal) continue;
+      const message_view v = s.in.view(e);
+      if (v.header().sender != bus_service.str() || v.header().member != "NameOwnerChanged") continue;
+      auto args = v.template read<std::string_view, std::string_view, std::string_view>();
+      if (!args || std::get<0>(*args) != name) continue;
+      if (!owner) owner.emplace();
+      owner->owner = std::string(std::get<2>(*args));
+      ++owner->count;
+    }
+    return owner;
+  }
+
   struct machine_env {
     state& s;
     clock::time_point now() const { return clock::now(); }
@@ -941,16 +990,17 @@ class basic_connection {
         sp->machine.probe_done(publisher, outcome, env);
       });
     }
-    void join(const std::string& publisher, std::vector<std::string> rules) {
+    void join(const std::string& publisher, std::vector<std::string> rules, std::uint32_t flags) {
       message m = message::method_call(bus_name::from_unchecked(publisher), multicast::path, multicast::interface,
                                        multicast::join_method);
-      m.append(rules, multicast::known_join_flags);
+      m.append(rules, flags);
       state* sp = &s;
       auto sent = std::make_shared<std::uint32_t>(0);  // the reply (or the timeout) forgets the serial
-      const std::uint32_t serial = async_call(s, std::move(m), [sp, publisher, sent](call_result<message_view> r) {
-        sp->join_calls.erase(*sent);
-        on_join_reply(*sp, publisher, r);
-      });
+      const std::uint32_t serial =
+          async_call(s, std::move(m), [sp, publisher, sent, flags](call_result<message_view> r) {
+            sp->join_calls.erase(*sent);
+            on_join_reply(*sp, publisher, r, flags);
+          });
       *sent = serial;
       if (serial) s.join_calls.insert(serial);
     }
@@ -965,7 +1015,60 @@ class basic_connection {
       if (s.multicast_fallback)
         s.multicast_fallback(publisher, call_error(error(errc::not_supported, error::no_offset, why)));
     }
+    void hold(const std::string& publisher, std::string_view name) {
+      auto& names = s.holds[publisher].names;
+      if (std::ranges::find(names, name) == names.end()) names.emplace_back(name);
+    }
+    void release_held(const std::string& publisher) { release_hold(s, publisher); }
   };
+
+  // The successor's held bus copies go, in order, each to the subscriptions whose `last` it is
+  // after (origin::backfill): what the replay already handed on is not handed on twice.
+  static void release_hold(state& s, std::string_view publisher) {
+    auto it = s.holds.find(publisher);
+    if (it == s.holds.end()) return;
+    const typename state::successor_hold hold = std::move(it->second);
+    s.holds.erase(it);
+    for (const typename state::held_copy& c : hold.copies)
+      dispatch_signal(s, c.msg.view(), hold.origin_of(c.msg.header().serial), &hold.names, c.newest_subscription);
+  }
+  // A bus copy from a successor whose hold is on: kept, unless the hold is full (then everything
+  // goes now; the replay's older signals are then refused by `last`, never handed on out of order).
+  static bool held_back(state& s, const message_view& m) {
+    if (s.holds.empty() || !m.header().destination.empty()) return false;
+    auto it = s.holds.find(m.header().sender);
+    if (it == s.holds.end()) return false;
+    if (it->second.copies.size() >= s.opts.multicast_max_held) {
+      release_hold(s, m.header().sender);
+      return false;
+    }
+    it->second.copies.push_back({received_message::copy_of(m, {}), s.next_subscription});
+    return true;
+  }
+  // `publisher`'s stream is about to hand on `serial` (done: has handed it on). The replay and
+  // the held copies merge by serial: held copies older than what comes next go first, and once
+  // the replay is in, the rest follow it, before anything newer.
+  static void replay_progress(state& s, std::string_view publisher, std::uint32_t serial, bool done) {
+    if (s.holds.empty()) return;
+    auto it = s.holds.find(publisher);
+    if (it == s.holds.end() || !it->second.until) return;
+    const std::uint32_t until = *it->second.until;
+    if (done ? multicast::serial_before(serial, until) : !multicast::serial_before(until, serial)) {
+      if (done) return;
+      std::deque<typename state::held_copy> older;
+      auto& copies = it->second.copies;
+      while (!copies.empty() && multicast::serial_before(copies.front().msg.header().serial, serial)) {
+        older.push_back(std::move(copies.front()));
+        copies.pop_front();
+      }
+      const typename state::successor_hold& hold = it->second;
+      for (typename state::held_copy& c : older) {
+        dispatch_signal(s, c.msg.view(), hold.origin_of(c.msg.header().serial), &hold.names, c.newest_subscription);
+      }
+      return;
+    }
+    release_hold(s, publisher);
+  }
 
   static void bus_call(state& s, std::string_view method, const std::string& arg) {
     if (!s.connected || !s.opts.hello) return;
@@ -1007,11 +1110,18 @@ class basic_connection {
   }
 
   // The Join came back: check what the publisher handed over, install it, and tell the machine.
-  static void on_join_reply(state& s, const std::string& publisher, const call_result<message_view>& reply) {
+  static void on_join_reply(state& s, const std::string& publisher, const call_result<message_view>& reply,
+                            std::uint32_t flags) {
     machine_env env{s};
     if (!reply) {
       if (multicast::membership* m = live_membership(s, publisher); m && m->ended) {
-        group_lost(s, publisher, error(errc::disconnected, error::no_offset, "group closed"));
+        // The old socket ended and no new one comes. Packets still held behind a marker wait for
+        // their bus message first (finish_if_ended()), as when the socket ends with no re-join.
+        if (m->merge.waiting() || m->merge.held() > 0) {
+          m->lose_when_handled = true;
+        } else {
+          group_lost(s, publisher, error(errc::disconnected, error::no_offset, "group closed"));
+        }
       }
       const multicast::join_outcome outcome = classify(reply.error());
       if (outcome == multicast::join_outcome::refused && s.multicast_fallback)
@@ -1019,7 +1129,8 @@ class basic_connection {
       s.machine.join_done(publisher, outcome, 0, env);
       return;
     }
-    error bad = install_socket(s, publisher, *reply);
+    std::optional<std::uint32_t> replayed;
+    error bad = install_socket(s, publisher, *reply, (flags & multicast::join_replay) ? &replayed : nullptr);
     if (bad) {
       message leave = message::method_call(bus_name::from_unchecked(publisher), multicast::path, multicast::interface,
                                            multicast::leave_method);
@@ -1030,14 +1141,27 @@ class basic_connection {
       return;
     }
     s.machine.join_done(publisher, multicast::join_outcome::joined, reply->serial(), env);
+    if (auto it = s.holds.find(publisher); it != s.holds.end()) {
+      if (replayed && *replayed != 0) {
+        it->second.until = *replayed;
+        it->second.reply = reply->serial();
+      } else {
+        release_hold(s, publisher);
+      }
+    }
   }
 
   // A group socket must be what the protocol says: a unix SOCK_SEQPACKET socket, with packets
   // that fit our buffers.
-  static error install_socket(state& s, const std::string& publisher, const message_view& reply) {
-    auto values = reply.template read<unix_fd, std::uint32_t, std::uint32_t>();
-    if (!values) return values.error().in("Join reply");
-    auto& [fd, version, max_packet] = *values;
+  static error install_socket(state& s, const std::string& publisher, const message_view& reply,
+                              std::optional<std::uint32_t>* replayed) {
+    unix_fd fd;
+    std::uint32_t version = 0, max_packet = 0, last_replayed = 0;
+    // A Join with join_replay is answered with the last serial replayed as a fourth value.
+    const error read =
+        replayed ? reply.read_into(fd, version, max_packet, last_replayed) : reply.read_into(fd, version, max_packet);
+    if (read) return read.in("Join reply");
+    if (replayed) *replayed = last_replayed;
     if (!fd) return error(errc::invalid_argument, error::no_offset, "Join reply carries no socket");
     if (version < 1) return error(errc::not_supported, error::no_offset, "Join reply: unknown protocol version");
     if (max_packet == 0 || max_packet > max_packet_size) {
@@ -1084,6 +1208,7 @@ class basic_connection {
     if (!m || m->closing) return;
     m->closing = true;
     s.transport.remove_packet_source(m->source);
+    release_hold(s, publisher);  // the replay ends with the membership: what was held goes now
   }
   static void reap_memberships(state& s) {
     for (auto it = s.members.all().begin(); it != s.members.all().end();) {
@@ -1095,6 +1220,7 @@ class basic_connection {
   static void group_lost(state& s, const std::string& publisher, const error& why) {
     if (!live_membership(s, publisher)) return;
     close_membership(s, publisher);
+    release_hold(s, publisher);
     machine_env env{s};
     s.machine.group_lost(publisher, env);
     if (s.multicast_lost) s.multicast_lost(publisher, why);
@@ -1217,12 +1343,15 @@ class basic_connection {
         auto range = v->template read<std::uint32_t, std::uint32_t, std::uint32_t>();
         if (range && s.multicast_gap)
           s.multicast_gap(publisher, std::get<0>(*range), std::get<1>(*range), std::get<2>(*range));
+        if (range) replay_progress(s, publisher, std::get<1>(*range), true);
         return;
       }
       if (v->type() != message_type::signal || multicast::is_control(*v)) return;
+      replay_progress(s, publisher, v->serial(), false);
       s.handling_packet = true;
       dispatch_signal(s, *v, multicast::origin::packet);
       s.handling_packet = false;
+      replay_progress(s, publisher, v->serial(), true);
     }
   };
 

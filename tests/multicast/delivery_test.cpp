@@ -76,6 +76,16 @@ class Delivery : public bus_test {
     return mcbus_test::group_packets(*s.loop, publisher);
   }
 
+  // A publisher's name is free once the bus has noticed that it exited (asked through `s`).
+  static bool name_freed(side& s, const std::string& name) {
+    const auto freed_by = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    bool freed = false;
+    while (!freed && std::chrono::steady_clock::now() < freed_by) {
+      freed = s.loop->run([&](connection& c) { return !c.get_name_owner(bus_name::from_unchecked(name)).has_value(); });
+    }
+    return freed;
+  }
+
   std::string name(std::string_view base) const {
     return std::string(base) + "." + mcbus_test::param_name({GetParam(), 0});
   }
@@ -430,14 +440,7 @@ TEST_P(Delivery, ARestartedPublisherIsJoinedAgain) {
     first.loop->run([&](connection&) { return p1->emit(reading("one", 1)); });
     ASSERT_TRUE(member.loop->wait_for([&] { return log->serials.size() == 1; }));
   }  // the first publisher exits
-  // Its name is free once the bus has noticed.
-  const auto freed_by = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  bool freed = false;
-  while (!freed && std::chrono::steady_clock::now() < freed_by) {
-    freed = member.loop->run(
-        [&](connection& c) { return !c.get_name_owner(bus_name::from_unchecked(sender)).has_value(); });
-  }
-  ASSERT_TRUE(freed) << sender << " is still owned";
+  ASSERT_TRUE(name_freed(member, sender)) << sender << " is still owned";
   side second;
   open_side(second);
   multicast::publisher* p2 = make_publisher(second, sender);
@@ -451,6 +454,53 @@ TEST_P(Delivery, ARestartedPublisherIsJoinedAgain) {
   second.loop->run([&](connection&) { return p2->emit(reading("two", 2)); });
   ASSERT_TRUE(member.loop->wait_for([&] { return log->serials.size() == 2; }));
   EXPECT_EQ(packets(member, second.unique), 1u);
+}
+
+// The successor window (docs/multicast-protocol.md): a member stopped while its publisher dies
+// and another process takes the name had its rule off the bus (the group served it), so the new
+// owner's first signals passed it by. The new owner replays them when the member joins it, and
+// the member ends with exactly what a plain bus subscriber got, in order.
+TEST_P(Delivery, AMemberStoppedAcrossAnOwnerChangeGetsTheNewOwnersFirstSignals) {
+  side member, control;
+  open_side(member);
+  open_side(control);
+  const std::string sender = name("org.mcbus.Test.Successor");
+  const std::string rule = "type='signal',sender='" + sender + "'";
+  std::shared_ptr<received_log> got, want;
+  {
+    side first;
+    open_side(first);
+    multicast::publisher* p1 = make_publisher(first, sender);
+    ASSERT_NE(p1, nullptr);
+    got = subscribe(member, rule);
+    want = subscribe(control, rule, subscribe_via::bus);
+    ASSERT_TRUE(mcbus_test::wait_joined(*member.loop, first.unique));
+    first.loop->run([&](connection&) { return p1->emit(reading("first", 0)); });
+    ASSERT_TRUE(member.loop->wait_for([&] { return got->args.size() == 1; }));
+    member.loop->pause(true);  // stopped: it reads nothing until the new owner has emitted
+  }                            // the first publisher exits
+  ASSERT_TRUE(name_freed(control, sender)) << sender << " is still owned";
+  side second;
+  open_side(second);
+  multicast::publisher* p2 = make_publisher(second, sender);
+  ASSERT_NE(p2, nullptr);
+  constexpr int count = 50;
+  second.loop->run([&](connection&) {
+    for (int i = 1; i <= count; ++i) (void)p2->emit(reading("second", i));
+    return 0;
+  });
+  ASSERT_TRUE(control.loop->wait_for([&] { return want->args.size() == 1 + count; }));
+  member.loop->pause(false);
+  // It joins the new owner, is replayed to, and catches up; then one more signal from the group.
+  ASSERT_TRUE(second.loop->wait_for([&] { return p2->member_count() == 1; }));
+  second.loop->run([&](connection&) { return p2->emit(reading("second", count + 1)); });
+  ASSERT_TRUE(control.loop->wait_for([&] { return want->args.size() == 2 + count; }));
+  member.loop->wait_for([&] { return got->args.size() >= 2 + count; }, std::chrono::seconds(10));
+  const auto seen = [](looper& l, const std::shared_ptr<received_log>& log) {
+    return l.run([&](connection&) { return std::make_pair(log->args, log->serials); });
+  };
+  EXPECT_EQ(seen(*member.loop, got), seen(*control.loop, want));
+  EXPECT_GE(second.loop->run([&](connection&) { return p2->stats().replayed; }), std::uint64_t{count});
 }
 
 std::string slurp(const std::string& file) {

@@ -82,6 +82,7 @@ class simulation {
     publisher& p = publishers_.back();
     p.conn = new_conn("p");
     p.policy = cfg_.drop ? overflow_policy::drop : overflow_policy::bus;
+    p.record_cap = static_cast<std::size_t>(pick(2, 64));
     bus_message own = make(kind::own);
     own.from = p.conn;
     own.to = -2;
@@ -232,13 +233,18 @@ class simulation {
         if (it != from.matches.end()) from.matches.erase(it);
         return;
       }
-      case kind::own:  // RequestName, queued behind the owner as dbus-daemon queues it
-        if (owner_.empty()) {
+      case kind::own: {  // RequestName, queued behind the owner as dbus-daemon queues it
+        bus_message reply = make(kind::own_reply);
+        reply.to = m.from;
+        reply.ok = owner_.empty();
+        if (reply.ok) {
           set_owner(conns_[m.from].name);
         } else {
           queued_owners_.push_back(m.from);
         }
+        conns_[m.from].in.push_back(reply);
         return;
+      }
       case kind::death:
         // As dbus-daemon does (NoReply, "recipient disconnected"), every call still waiting for
         // the dead connection's reply gets an error, after the replies it sent before it died.
@@ -262,6 +268,7 @@ class simulation {
             queued_owners_.pop_front();
             if (conns_[next].alive) {
               set_owner(conns_[next].name);
+              conns_[next].in.push_back(make(kind::acquired));
               break;
             }
           }
@@ -333,7 +340,11 @@ class simulation {
     // subscribe() returns now: it learnt the owner and added the rule, and the machine takes over.
     if (!m.machine.tracks_owner(well_known)) m.machine.set_owner(well_known, owner_);  // as track_sender()
     member_env env{*this, m};
-    m.machine.subscribe(s.id, s.r.text(), s.r.sender, mcbus::subscribe_via::automatic, true, env);
+    // The owner when the AddMatch was answered (a NameOwnerChanged may be on its way): as the
+    // connection learns it from its inbox.
+    member_machine::pending_changes pending{owner_, 0};
+    for (const bus_message& b : conns_[m.conn].in) pending.count += b.k == kind::noc;
+    m.machine.subscribe(s.id, s.r.text(), s.r.sender, mcbus::subscribe_via::automatic, true, env, pending);
   }
 
   void set_owner(const std::string& name) {
@@ -362,19 +373,25 @@ class simulation {
       b.text = text;
       w.conns_[m.conn].out.push_back(b);
     }
-    void call(kind k, const std::string& publisher, std::vector<std::string> rules = {}) {
+    std::uint32_t call(kind k, const std::string& publisher, std::vector<std::string> rules = {},
+                       std::uint32_t flags = 0) {
       bus_message b = make(k);
       b.from = m.conn;
       b.to = w.conn_by_name(publisher);
       b.serial = w.conns_[m.conn].next_serial();
       b.rules = std::move(rules);
+      b.flags = flags;
       m.pending[b.serial] = {k, publisher};
       w.conns_[m.conn].out.push_back(b);
+      return b.serial;
     }
     void probe(const std::string& publisher) { call(kind::probe, publisher); }
-    void join(const std::string& publisher, std::vector<std::string> rules) {
-      call(kind::join, publisher, std::move(rules));
+    void join(const std::string& publisher, std::vector<std::string> rules, std::uint32_t flags) {
+      const std::uint32_t serial = call(kind::join, publisher, std::move(rules), flags);
+      if (flags & join_replay) m.replay_calls.insert(serial);
     }
+    void hold(const std::string& publisher, std::string_view) { m.holds[publisher].owned = true; }
+    void release_held(const std::string& publisher) { w.release(m, publisher); }
     void leave(const std::string& publisher) {
       bus_message b = make(kind::leave);
       b.from = m.conn;
@@ -383,6 +400,7 @@ class simulation {
       w.conns_[m.conn].out.push_back(b);
       auto it = m.groups.find(publisher);
       if (it != m.groups.end()) it->second.closing = true;
+      w.release(m, publisher);
     }
     void fallback(const std::string&, const char*) {}
   };
@@ -401,16 +419,52 @@ class simulation {
   void deliver_packet(member& m, const std::string& publisher, const packet& p) {
     if (p.kind == packet_kind::lost) {
       m.gaps.emplace_back(publisher, p.lost);
+      progress(m, publisher, p.lost.last, true);
       return;
     }
     bus_message as = make(kind::signal);
     as.from = conn_by_name(publisher);
     as.serial = p.serial;
     as.topic = p.topic;
+    progress(m, publisher, p.serial, false);
     dispatch(m, as, origin::packet);
+    progress(m, publisher, p.serial, true);
   }
 
-  void dispatch(member& m, const bus_message& b, origin from) {
+  // A successor's held bus copies: handed on once its replay is in (as the connection does).
+  void release(member& m, const std::string& publisher) {
+    auto it = m.holds.find(publisher);
+    if (it == m.holds.end()) return;
+    const successor_hold hold = std::move(it->second);
+    m.holds.erase(it);
+    for (const bus_message& b : hold.copies) dispatch(m, b, hold.origin_of(b.serial), true);
+  }
+  void progress(member& m, const std::string& publisher, std::uint32_t serial, bool done) {
+    auto it = m.holds.find(publisher);
+    if (it == m.holds.end() || !it->second.until) return;
+    const std::uint32_t until = *it->second.until;
+    if (done ? serial_before(serial, until) : !serial_before(until, serial)) {
+      if (done) return;
+      // Held copies older than what the stream hands on next go first: the two merge by serial.
+      std::vector<bus_message>& copies = it->second.copies;
+      std::size_t n = 0;
+      while (n < copies.size() && serial_before(copies[n].serial, serial)) ++n;
+      std::vector<bus_message> older(copies.begin(), copies.begin() + static_cast<std::ptrdiff_t>(n));
+      copies.erase(copies.begin(), copies.begin() + static_cast<std::ptrdiff_t>(n));
+      for (const bus_message& b : older) dispatch(m, b, it->second.origin_of(b.serial), true);
+      return;
+    }
+    release(m, publisher);
+  }
+  void lose_group(member& m, group& g, const std::string& name) {
+    g.closing = true;
+    member_env env{*this, m};
+    m.machine.group_lost(name, env);
+    release(m, name);
+  }
+
+  // `owned_then`: a held copy, matched as it was sent, when its sender owned the name.
+  void dispatch(member& m, const bus_message& b, origin from, bool owned_then = false) {
     const std::string& sender = conns_[b.from].name;
     if (trace) {
       std::printf("  %s dispatch %s#%u topic %d via %s\n", conns_[m.conn].name.c_str(), sender.c_str(), b.serial,
@@ -422,7 +476,8 @@ class simulation {
     for (subscription& s : subs_) {
       if (&members_[s.member] != &m || !s.active) continue;
       if (from != origin::packet && b.routed < s.active_from) continue;  // before subscribe() returned
-      if (!rule_matches(s.r, b.from, b.topic, std::string(m.machine.owner(well_known)))) continue;
+      const std::string owner = owned_then ? sender : std::string(m.machine.owner(well_known));
+      if (!rule_matches(s.r, b.from, b.topic, owner)) continue;
       auto* st = m.machine.find(s.id);
       if (trace && st) {
         std::printf("    sub %llu gate pub=%s in_group=%d joined_at=%u last=%d\n",
@@ -472,9 +527,7 @@ class simulation {
         g.ended = g.lose_when_handled = true;
         return;
       }
-      g.closing = true;
-      member_env env{*this, m};
-      m.machine.group_lost(name, env);
+      lose_group(m, g, name);
       return;
     }
     packet p = s.queue.front();
@@ -525,6 +578,7 @@ class simulation {
           packet_sink sink{*this, m, old_owner};
           g->second.merge.release_all(sink);
         }
+        if (!old_owner.empty()) release(m, old_owner);
         m.machine.owner_changed(well_known, b.owner, env);
         return;
       }
@@ -542,10 +596,14 @@ class simulation {
         const std::string pub = it->second.second;
         m.pending.erase(it);
         auto g = m.groups.find(pub);
+        const bool asked = m.replay_calls.erase(b.reply_to) > 0;
         if (!b.ok) {
           if (g != m.groups.end() && !g->second.closing && g->second.ended) {
-            g->second.closing = true;
-            m.machine.group_lost(pub, env);
+            if (g->second.merge.waiting() || g->second.merge.held() > 0) {
+              g->second.lose_when_handled = true;  // once the held packets are handled
+            } else {
+              lose_group(m, g->second, pub);
+            }
           }
           return m.machine.join_done(pub, b.outcome, 0, env);
         }
@@ -561,31 +619,43 @@ class simulation {
           m.groups[pub] = std::move(fresh);
         }
         m.machine.join_done(pub, join_outcome::joined, b.serial, env);
+        if (auto h = m.holds.find(pub); h != m.holds.end()) {
+          if (asked && b.until != 0) {
+            h->second.until = b.until;
+            h->second.reply = b.serial;
+          } else {
+            release(m, pub);
+          }
+        }
         return;
       }
       case kind::signal: break;
       default: return;
     }
     const std::string& sender = conns_[b.from].name;
+    if (b.to != m.conn) {
+      if (auto h = m.holds.find(sender); h != m.holds.end()) {
+        h->second.copies.push_back(b);
+        return;
+      }
+    }
     auto g = m.groups.find(sender);
     if (b.to != m.conn || g == m.groups.end() || g->second.closing) {
       const bool after_end = g != m.groups.end() && !g->second.closing && g->second.ended;
-      return dispatch(m, b,
-                      b.to == m.conn ? origin::unicast
-                      : after_end    ? origin::broadcast_after_end
-                                     : origin::broadcast);
+      return dispatch(m, b, b.to == m.conn ? origin::unicast : after_end ? origin::backfill : origin::broadcast);
     }
     // In the publisher's stream: what the sockets hold goes first.
     drain(m, g->second, sender);
     packet_sink sink{*this, m, sender};
     g->second.merge.before_unicast(b.serial, sink);
+    progress(m, sender, b.serial, false);
     dispatch(m, b, origin::unicast);
+    progress(m, sender, b.serial, true);
     g = m.groups.find(sender);
     if (g != m.groups.end() && !g->second.closing) {
       g->second.merge.after_unicast(b.serial, sink);
       if (g->second.lose_when_handled && !g->second.merge.waiting() && g->second.merge.held() == 0) {
-        g->second.closing = true;
-        m.machine.group_lost(sender, env);
+        lose_group(m, g->second, sender);
       }
     }
   }
@@ -664,12 +734,21 @@ class simulation {
   }
   void release(publisher& p) {
     while (p.unwritten == 0 && !p.fifo.empty() && p.fifo.front().second) {
-      conns_[p.conn].out.push_back(*p.fifo.front().second);
+      const bus_message b = *p.fifo.front().second;
+      conns_[p.conn].out.push_back(b);
       p.fifo.pop_front();
+      if (b.k != kind::join_reply) continue;
+      for (auto& [member_conn, pm] : p.members) {
+        if (pm.awaiting_reply != b.serial) continue;
+        pm.awaiting_reply.reset();
+        route_sink sink{*this, p, member_conn, pm};
+        pm.route.flush(sink);
+        track(p, pm);
+      }
     }
   }
   void track(publisher& p, publisher_member& pm) {
-    const bool now = pm.route.busy() || (!pm.route.queue().empty() && !pm.route.full());
+    const bool now = !pm.awaiting_reply && (pm.route.busy() || (!pm.route.queue().empty() && !pm.route.full()));
     if (now == pm.unwritten) return;
     pm.unwritten = now;
     p.unwritten += now ? 1 : -1;
@@ -685,7 +764,7 @@ class simulation {
 
   void publisher_emit() {
     publisher* p = live_publisher();
-    if (!p) return;
+    if (!p || !p->started) return;
     connection& c = conns_[p->conn];
     const std::uint32_t serial = c.next_serial();
     const int topic = pick(0, cfg_.topics - 1);
@@ -695,11 +774,15 @@ class simulation {
       route_sink sink{*this, *p, it->first, it->second};
       enter_fifo(*p, serial, std::nullopt);
       it->second.route.push({serial, entry_kind::bus, topic, false, {}}, sink);
-      it->second.route.flush(sink);
+      flush(it->second, sink);
       track(*p, it->second);
       return;
     }
     const bool big = chance(cfg_.big);
+    if (p->record.size() < p->record_cap) {
+      p->record.push_back({serial, topic, big, p->owns});
+      if (p->owns) replayable_.insert({p->conn, serial});
+    }
     std::vector<int> touched;
     for (auto& [member_conn, pm] : p->members) {
       bool match = false;
@@ -723,7 +806,7 @@ class simulation {
     for (int member_conn : touched) {
       publisher_member& pm = p->members[member_conn];
       route_sink sink{*this, *p, member_conn, pm};
-      pm.route.flush(sink);
+      flush(pm, sink);
       track(*p, pm);
     }
   }
@@ -763,7 +846,12 @@ class simulation {
     if (c.in.empty()) return;
     bus_message b = std::move(c.in.front());
     c.in.pop_front();
-    if (b.k == kind::probe) {
+    if (b.k == kind::own_reply) {
+      p.started = true;
+      p.owns = b.ok;
+    } else if (b.k == kind::acquired) {
+      p.owns = true;
+    } else if (b.k == kind::probe) {
       bus_message reply = make(kind::probe_reply);
       reply.from = p.conn;
       reply.to = b.from;
@@ -803,12 +891,38 @@ class simulation {
       take_up(p, call.from);
       return;
     }
+    // A member that followed the name here gets, first, what was recorded under the name.
+    std::vector<const recorded*> replay;
+    if (call.flags & join_replay) {
+      for (const recorded& r : p.record) {
+        bool match = false;
+        for (const rule& x : rules) match = match || (x.sender == well_known && (x.topics & (1u << r.topic)));
+        if (r.owned && match) replay.push_back(&r);
+      }
+    }
+    reply.until = replay.empty() ? 0 : replay.back()->serial;
     reply.serial = c.next_serial();
     bus_out(p, reply);  // not in the member's stream: no marker
     publisher_member& pm = p.members[call.from];
     pm.route = member_route<publisher_entry>(p.policy);
     pm.socket = sock;
     pm.rules = std::move(rules);
+    if (replay.empty()) return;
+    for (const auto& slot : p.fifo) {
+      if (slot.second && slot.second->k == kind::join_reply && slot.second->serial == reply.serial)
+        pm.awaiting_reply = reply.serial;
+    }
+    route_sink sink{*this, p, call.from, pm};
+    for (const recorded* r : replay) {
+      ++r_.replayed;
+      const entry_kind k = r->big ? entry_kind::bus : entry_kind::packet;  // no reserved slot: the reply goes first
+      pm.route.push({r->serial, k, r->topic, true, {}}, sink);
+    }
+    flush(pm, sink);
+    track(p, pm);
+  }
+  void flush(publisher_member& pm, route_sink& sink) {
+    if (!pm.awaiting_reply) pm.route.flush(sink);
   }
 
   void take_up(publisher& p, int member_conn) {
@@ -917,15 +1031,21 @@ class simulation {
   }
   bool excused(const member& m, const subscription& s, const signal_id& id) {
     if (lost_by_drop(m, id)) return true;
+    // The successor window is closed by the replay, except for what no replay could give: what
+    // the new owner emitted before it knew it owned the name (a queued owner), or past its
+    // record, or a new owner killed before its replay was out.
+    if (std::find(s.window.begin(), s.window.end(), id) != s.window.end() &&
+        (!replayable_.count({id.publisher, id.serial}) || !conns_[id.publisher].alive)) {
+      ++r_.successor_window;
+      return true;
+    }
     // Under the drop policy, a publisher killed before its loss notice was written: the member
     // cannot learn what it missed (the notice is in the stream, after the socket drains).
     if (!conns_[id.publisher].alive && discarded_.count({id.publisher, m.conn, id.serial})) {
       ++r_.killed_unreported;
       return true;
     }
-    if (std::find(s.window.begin(), s.window.end(), id) == s.window.end()) return false;
-    ++r_.successor_window;
-    return true;
+    return false;
   }
   bool lost_by_drop(const member& m, const signal_id& id) const {
     if (!cfg_.drop) return false;
@@ -959,7 +1079,9 @@ class simulation {
   std::deque<member> members_;
   std::vector<socket> sockets_;
   std::vector<subscription> subs_;
-  std::set<std::tuple<int, int, std::uint32_t>> discarded_;  // (publisher, member, serial) under drop
+  std::set<std::tuple<int, int, std::uint32_t>> discarded_;
+  std::set<std::pair<int, std::uint32_t>>
+      replayable_;  // (publisher, serial) recorded while it owned the name  // (publisher, member, serial) under drop
 };
 
 }  // namespace sim

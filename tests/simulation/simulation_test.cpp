@@ -23,7 +23,7 @@ void run_schedules(bool restarts) {  // restarts: publishers killed and replaced
   const std::uint64_t count = env_number("MCBUS_SIM_SCHEDULES", 1000000);
   const std::uint64_t first = env_number("MCBUS_SIM_SEED", 20261203);
   std::uint64_t compared = 0, restarted = 0, drops = 0, window = 0, window_schedules = 0, extra = 0, early = 0,
-                unreported = 0;
+                unreported = 0, replayed = 0;
   const auto start = std::chrono::steady_clock::now();
   for (std::uint64_t seed = first; seed < first + count; ++seed) {
     sim::simulation world(seed, restarts);
@@ -36,6 +36,7 @@ void run_schedules(bool restarts) {  // restarts: publishers killed and replaced
     extra += r.killed_extra;
     early += r.early_extra;
     unreported += r.killed_unreported;
+    replayed += r.replayed;
     window_schedules += r.successor_window > 0;
     restarted += world.cfg().restart;
     drops += world.cfg().drop;
@@ -44,16 +45,17 @@ void run_schedules(bool restarts) {  // restarts: publishers killed and replaced
   std::printf(
       "simulation: %llu schedules (%llu with publisher restarts, %llu under the drop policy), %llu signals "
       "compared with the bus, %.1f s\n"
-      "simulation: %llu signals in %llu schedules fell in the successor window (a new owner's signals routed "
-      "before the member's rule was back on the bus)\n"
+      "simulation: %llu signals replayed by new owners to members that followed their name; %llu signals in "
+      "%llu schedules fell in the successor window where no replay could give them (a queued owner's signals "
+      "before it knew it owned the name, past its record, or a new owner killed before its replay was out)\n"
       "simulation: %llu signals reached members from a publisher killed before their bus copy left\n"
       "simulation: %llu copies of a signal emitted just before a subscription was in place reached it\n"
       "simulation: %llu signals discarded under the drop policy by a publisher killed before its loss notice\n",
       static_cast<unsigned long long>(count), static_cast<unsigned long long>(restarted),
       static_cast<unsigned long long>(drops), static_cast<unsigned long long>(compared), s,
-      static_cast<unsigned long long>(window), static_cast<unsigned long long>(window_schedules),
-      static_cast<unsigned long long>(extra), static_cast<unsigned long long>(early),
-      static_cast<unsigned long long>(unreported));
+      static_cast<unsigned long long>(replayed), static_cast<unsigned long long>(window),
+      static_cast<unsigned long long>(window_schedules), static_cast<unsigned long long>(extra),
+      static_cast<unsigned long long>(early), static_cast<unsigned long long>(unreported));
 }
 
 // Joins, re-joins, late subscriptions, full sockets, slow members, the drop policy, signals too

@@ -53,7 +53,9 @@ enum class kind : std::uint8_t {
   remove_match,
   noc,
   death,
-  own
+  own,
+  own_reply,  // RequestName's reply: ok = primary owner, otherwise queued
+  acquired    // NameAcquired, to a queued owner that got the name
 };
 
 struct bus_message {
@@ -68,7 +70,9 @@ struct bus_message {
   join_outcome outcome = join_outcome::joined;
   int socket = -1;
   std::uint32_t reply_to = 0;
-  std::uint64_t sub = 0;  // add_match: the subscription it activates (0: none)
+  std::uint32_t flags = 0;  // Join flags
+  std::uint32_t until = 0;  // Join reply to join_replay: the last serial replayed
+  std::uint64_t sub = 0;    // add_match: the subscription it activates (0: none)
   std::vector<std::string> rules;
   std::string text;
   std::string owner;
@@ -116,6 +120,7 @@ struct publisher_member {
   std::vector<rule> next_rules;
   bus_message next_reply;
   bool unwritten = false;
+  std::optional<std::uint32_t> awaiting_reply;  // replayed to: its stream starts once the reply left
 };
 
 struct completion {
@@ -125,9 +130,21 @@ struct completion {
   bool ok;
 };
 
+// A signal the publisher recorded for replays, and whether it believed it owned the name then.
+struct recorded {
+  std::uint32_t serial;
+  int topic;
+  bool big;
+  bool owned;
+};
+
 struct publisher {
   int conn = -1;
   bool alive = true;
+  bool started = false;  // RequestName answered: it emits only then, as a real one blocks on it
+  bool owns = false;     // as it knows it: from the reply, or NameAcquired
+  std::size_t record_cap = 16;
+  std::vector<recorded> record;
   overflow_policy policy = overflow_policy::bus;
   std::map<int, publisher_member> members;  // by member connection
   std::deque<std::pair<std::uint32_t, std::optional<bus_message>>> fifo;
@@ -162,11 +179,24 @@ struct group {
   std::string publisher;
 };
 
+// A successor's bus copies, held until its replay is in.
+struct successor_hold {
+  std::vector<bus_message> copies;
+  std::optional<std::uint32_t> until;
+  std::uint32_t reply = 0;
+  bool owned = false;  // it owned the name when the copies came
+  origin origin_of(std::uint32_t serial) const {
+    return until && !serial_before(serial, reply) ? origin::broadcast : origin::backfill;
+  }
+};
+
 struct member {
   int conn = -1;
   member_machine machine;
   std::map<std::string, group> groups;
   std::map<std::uint32_t, std::pair<kind, std::string>> pending;
+  std::set<std::uint32_t> replay_calls;  // Joins sent with join_replay
+  std::map<std::string, successor_hold> holds;
   std::vector<std::pair<std::string, loss>> gaps;
   std::vector<std::string> problems;
 };
@@ -187,10 +217,11 @@ struct result {
   bool ok = true;
   std::string why;
   std::uint64_t compared = 0;
-  std::uint64_t successor_window = 0;  // signals missed in the successor window (see shadow())
-  std::uint64_t killed_extra = 0;      // signals a killed publisher wrote to members but not to the bus
+  std::uint64_t successor_window = 0;   // signals missed in the successor window that no replay could give
+  std::uint64_t replayed = 0;           // signals a new owner replayed to a member that followed its name
+  std::uint64_t killed_extra = 0;       // signals a killed publisher wrote to members but not to the bus
   std::uint64_t killed_unreported = 0;  // drop policy: discarded by a publisher killed before its notice
-  std::uint64_t early_extra = 0;       // copies that reached a new subscription just before its rule was in place
+  std::uint64_t early_extra = 0;        // copies that reached a new subscription just before its rule was in place
 };
 
 }  // namespace sim

@@ -15,6 +15,8 @@
 // its rule is answered; then the group serves it from the reply's serial on (delivery_gate,
 // stream.hpp) and the bus rule is removed. When the group is lost, or the rule's sender changes
 // owner, it goes back to the bus at once. A subscription made with subscribe_via::bus never joins.
+// When a well-known name passes to a new owner, that owner's bus copies are held until its Join,
+// which asks for a replay of what it emitted since it took the name (owner_changed()).
 #pragma once
 
 #include <mcbus/error.hpp>
@@ -28,6 +30,7 @@
 #include <deque>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -67,23 +70,36 @@ class member_machine {
     std::string text;    // the canonical rule
     std::string sender;  // the rule's sender (a well-known or unique name), empty: none
     bool wants_group = false;
-    bool bus_match = false;  // the rule is in place on the bus
+    bool bus_match = false;   // the rule is in place on the bus
+    bool followed = false;    // it followed its name to a new owner: the replay is for it
+    int changes_to_skip = 0;  // owner changes it was made after (subscribe()'s `pending`)
     delivery_gate gate;
   };
 
   explicit member_machine(rejoin_backoff b = {}) : backoff_(b) {}
 
   // A new subscription, already added to the bus when `on_bus` (AddMatch answered). With
-  // subscribe_via::multicast the caller starts the Join itself (join_now()).
+  // subscribe_via::multicast the caller starts the Join itself (join_now()). `pending`: the
+  // NameOwnerChanged signals for the rule's well-known name that the bus sent before it answered
+  // the AddMatch and that are not handled yet: the subscription starts with the owner the last
+  // one names, and those changes are old news to it when they are handled (it followed the name
+  // nowhere: no replay is for it).
+  struct pending_changes {
+    std::string owner;
+    int count = 0;
+  };
   template <class Env>
-  void subscribe(std::uint64_t id, std::string text, std::string sender, subscribe_via via, bool on_bus, Env& env) {
+  void subscribe(std::uint64_t id, std::string text, std::string sender, subscribe_via via, bool on_bus, Env& env,
+                 std::optional<pending_changes> pending = std::nullopt) {
     subscription_state& s = subs_[id];
     s.text = std::move(text);
     s.sender = std::move(sender);
     s.wants_group = via != subscribe_via::bus && !s.sender.empty();
     s.bus_match = on_bus;
     if (!s.wants_group) return;
-    const std::string publisher = resolve(s.sender);
+    const bool ahead = pending && pending->count > 0 && s.sender[0] != ':';
+    if (ahead) s.changes_to_skip = pending->count;
+    const std::string publisher = ahead ? std::move(pending->owner) : resolve(s.sender);
     if (publisher.empty()) return;  // nobody owns the name yet: NameOwnerChanged brings the owner
     s.gate.follow(publisher);
     if (via != subscribe_via::multicast) ensure(publisher, env);
@@ -112,13 +128,27 @@ class member_machine {
 
   // NameOwnerChanged for a tracked name: its subscriptions follow the new owner, over the bus
   // until they are in its group.
+  //
+  // A subscription that follows the name from one owner to the next had its rule off the bus
+  // while the old owner's group served it, so the new owner's first signals may have passed it
+  // by (the successor window). The new owner's bus copies are then held (Env::hold) and its Join
+  // asks for a replay (join_replay): what it emitted since it took the name, merged with what was
+  // held, once the replay is in (the connection does that part).
   template <class Env>
   void owner_changed(std::string_view name, std::string_view new_owner, Env& env) {
     if (!tracks_owner(name)) return;
+    const bool had_owner = !owner(name).empty();
     set_owner(name, new_owner);
     std::vector<std::string> left;
+    bool followed = false;
     for (auto& [id, s] : subs_) {
-      if (!s.wants_group || s.sender != name || s.gate.publisher == new_owner) continue;
+      if (!s.wants_group || s.sender != name) continue;
+      if (s.changes_to_skip > 0) {
+        --s.changes_to_skip;
+        continue;
+      }
+      if (s.gate.publisher == new_owner) continue;
+      followed = s.followed = true;
       if (s.gate.in_group) {
         left.push_back(s.gate.publisher);
         s.gate.leave();
@@ -127,7 +157,24 @@ class member_machine {
       s.gate.follow(new_owner);
     }
     for (const std::string& p : left) release_if_unwanted(p, env);
-    if (!new_owner.empty()) ensure(std::string(new_owner), env);
+    if (followed && new_owner.empty()) orphaned_.emplace(name);
+    const bool successor = followed && (had_owner || orphaned_.erase(std::string(name)) > 0);
+    if (new_owner.empty()) return;
+    const std::string publisher(new_owner);
+    if (successor) {
+      group& g = groups_[publisher];
+      if (!g.member) {
+        g.replay = true;
+        env.hold(publisher, name);  // its copies are matched later as they were sent: it owned `name`
+      }
+    }
+    ensure(publisher, env);
+  }
+  // True while `publisher`'s bus copies are to be held: from the owner change that made it a
+  // successor until its Join (with a replay) is answered or fails.
+  bool holding(std::string_view publisher) const {
+    auto it = groups_.find(publisher);
+    return it != groups_.end() && it->second.replay;
   }
 
   // The probe (is org.mcbus.Multicast1 there?) came back.
@@ -137,6 +184,7 @@ class member_machine {
     if (it == groups_.end()) return;
     group& g = it->second;
     g.state = step::idle;
+    if (outcome != join_outcome::joined) end_hold(publisher, g, env);
     switch (outcome) {
       case join_outcome::joined: g.offers = true; break;
       case join_outcome::not_publisher:
@@ -150,7 +198,9 @@ class member_machine {
   }
 
   // The Join came back. With `joined`, the connection has installed the socket; `reply` is the
-  // serial of the reply, from which the group serves the subscriptions the Join carried.
+  // serial of the reply, from which the group serves the subscriptions the Join carried. A Join
+  // sent with join_replay also serves, by the replay, the subscriptions that name a well-known
+  // name from before the reply; the connection ends the hold once the replay is in.
   template <class Env>
   void join_done(const std::string& publisher, join_outcome outcome, std::uint32_t reply, Env& env) {
     auto it = groups_.find(publisher);
@@ -159,6 +209,9 @@ class member_machine {
     g.state = step::idle;
     std::vector<std::uint64_t> carried = std::move(g.carried);
     g.carried.clear();
+    const bool replayed = std::exchange(g.replay_sent, false);
+    if (outcome != join_outcome::joined || !replayed) end_hold(publisher, g, env);
+    g.replay = false;
     switch (outcome) {
       case join_outcome::joined:
         if (!g.member) g.member_since = env.now();
@@ -166,7 +219,11 @@ class member_machine {
         for (std::uint64_t id : carried) {
           auto s = subs_.find(id);
           if (s == subs_.end() || s->second.gate.in_group || s->second.gate.publisher != publisher) continue;
-          s->second.gate.join(publisher, reply);
+          // Only a subscription that followed its name here is replayed to: a newer one, or one
+          // naming the unique name, had its rule on the bus for everything before the reply.
+          const bool replay_for_it = replayed && s->second.followed;
+          s->second.followed = false;
+          s->second.gate.join(publisher, reply, replay_for_it);
           if (s->second.bus_match) {
             env.remove_match(s->second.text);
             s->second.bus_match = false;
@@ -274,6 +331,8 @@ class member_machine {
     clock::duration backoff{};
     std::optional<clock::time_point> not_before;
     clock::time_point member_since{};
+    bool replay = false;       // a successor: its bus copies are held, its Join asks for a replay
+    bool replay_sent = false;  // the Join under way asked for one
   };
 
   std::string resolve(std::string_view sender) const {
@@ -307,7 +366,10 @@ class member_machine {
     }
     auto it = groups_.find(publisher);
     if (!wanted) {
-      if (it != groups_.end() && !it->second.member && it->second.state == step::idle) groups_.erase(it);
+      if (it != groups_.end() && !it->second.member && it->second.state == step::idle) {
+        end_hold(publisher, it->second, env);
+        groups_.erase(it);
+      }
       return;
     }
     if (!needed) return;
@@ -337,8 +399,18 @@ class member_machine {
     }
     g.state = step::joining;
     g.again = false;
-    env.join(publisher, std::move(rules));
+    // A replay is only for a new member: a re-join's socket follows the old one's packets.
+    if (g.replay && g.member) end_hold(publisher, g, env);
+    g.replay_sent = g.replay;
+    env.join(publisher, std::move(rules), g.replay ? join_replay : 0u);
     return true;
+  }
+
+  template <class Env>
+  void end_hold(const std::string& publisher, group& g, Env& env) {
+    if (!g.replay) return;
+    g.replay = false;
+    env.release_held(publisher);
   }
 
   // Nothing wants `publisher`'s group any more: leave it.
@@ -358,6 +430,7 @@ class member_machine {
   std::map<std::uint64_t, subscription_state> subs_;
   std::map<std::string, std::string, std::less<>> owners_;
   std::map<std::string, group, std::less<>> groups_;
+  std::set<std::string, std::less<>> orphaned_;  // names followed by a subscription, now without owner
 };
 
 // The socket side of a membership, kept by the connection.

@@ -2,7 +2,7 @@
 // describes it in full.
 //
 // A publisher exports /org/mcbus/Multicast1 with:
-//   Join(as rules, u flags) -> (h socket, u version, u max_packet)
+//   Join(as rules, u flags) -> (h socket, u version, u max_packet [, u replayed_until])
 //   Leave() -> ()
 // and sends each member its packets on the returned AF_UNIX SOCK_SEQPACKET socket, filtered by a
 // locked classic-BPF program compiled from the member's rules. Messages larger than max_packet
@@ -34,8 +34,14 @@ inline constexpr member_name unicast_marker = "Unicast";
 inline constexpr member_name lost_notice = "Lost";
 
 inline constexpr std::uint32_t version = 1;
-// Join flags: none are defined in version 1; a publisher refuses unknown bits.
-inline constexpr std::uint32_t known_join_flags = 0;
+// Join flags; a publisher refuses unknown bits.
+//   join_replay: the caller followed a well-known name here from its previous owner, and had no
+//     rule on the bus for a moment. The publisher replays, ahead of everything else on the new
+//     socket, what it recorded in the first seconds after taking its names that matches the rules
+//     naming a well-known name, and the reply gains a fourth value: the serial of the last signal
+//     replayed (0: none). Only a new member is replayed to.
+inline constexpr std::uint32_t join_replay = 1;
+inline constexpr std::uint32_t known_join_flags = join_replay;
 
 namespace errors {
 inline constexpr std::string_view access_denied = "org.mcbus.Multicast1.Error.AccessDenied";

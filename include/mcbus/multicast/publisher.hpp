@@ -61,6 +61,14 @@ struct publisher_options {
   std::chrono::milliseconds block_timeout{5000};
   std::size_t max_members = 4096;
   std::size_t max_packet = max_packet_size;
+  // A member that followed a well-known name here from its previous owner may have had no rule
+  // on the bus when this publisher's first signals left (the successor window,
+  // docs/multicast-protocol.md). The publisher records what it emits for `replay_for` after it
+  // starts or takes a name, at most replay_max_signals and replay_max_bytes, and replays what
+  // matches to such a member when it joins (join_replay). replay_for = 0 turns it off.
+  std::chrono::milliseconds replay_for{10000};
+  std::size_t replay_max_signals = 4096;
+  std::size_t replay_max_bytes = std::size_t{4} << 20;
   std::function<admission(const credentials&)> admit;  // unset: everyone is allowed
 };
 
@@ -75,6 +83,7 @@ struct publisher_stats {
   std::uint64_t lost = 0;          // packets discarded under overflow_policy::drop (each one reported)
   std::uint64_t joins = 0;
   std::uint64_t denied = 0;
+  std::uint64_t replayed = 0;  // signals replayed to members that followed a name here (join_replay)
 };
 
 template <class Connection>
@@ -121,6 +130,7 @@ class basic_publisher {
     auto view = out->view();
     if (!view) return view.error();
     ++stats_.emitted;
+    record(out, view->serial());
     // Packets carry no fds, and a socket takes at most max_packet: those go over the bus instead.
     const bool fits = out->size() <= opts_.max_packet && out->fds().empty();
     const auto owner_of = [this](std::string_view name) -> std::string_view { return own_name(name); };
@@ -156,7 +166,7 @@ class basic_publisher {
     }
     for (member* mem : touched_) {
       route_sink sink{*this, *mem};
-      mem->route.flush(sink);
+      flush(*mem, sink);
       track(*mem);
     }
     submit_unless_batching();
@@ -219,11 +229,15 @@ class basic_publisher {
     unix_fd next_reply_socket;
     std::vector<match_rule> next_rules;
     deferred_reply next_reply;
+    bool next_reply_replay = false;  // that Join asked for a replay: its reply has four values
     member_route<entry> route;
     std::deque<packet_send> sends;  // stable storage for the chain in flight
     subscription gone_watch;
     std::uint64_t last_emit = 0;  // the emit that last selected it: each emit sends once
     bool unwritten = false;       // its route holds packets not yet written (counted in unwritten_)
+    // A member being replayed to starts its stream once its Join reply has left (the replay's
+    // serials are older than the reply's, and must not overtake it on the bus).
+    std::optional<std::uint32_t> awaiting_reply;
   };
 
   // The I/O that a member_route asks for.
@@ -294,11 +308,11 @@ class basic_publisher {
     message ask = message::method_call(bus_service, bus_path, bus_interface, "GetConnectionCredentials");
     ask.append(std::string_view(sender));
     auto alive = alive_;
-    const error e = conn_.call_async(std::move(ask), [this, alive, sender, rules = std::move(rules),
+    const error e = conn_.call_async(std::move(ask), [this, alive, sender, flags, rules = std::move(rules),
                                                       reply = std::move(reply)](call_result<message_view> r) mutable {
       if (!*alive) return;
       if (!r) return reply.fail(call_error(errors::failed, "no credentials for the caller: " + r.error().message()));
-      admit(sender, read_credentials(sender, *r), std::move(rules), std::move(reply));
+      admit(sender, read_credentials(sender, *r), std::move(rules), std::move(reply), flags);
     });
     if (e) reply.fail(call_error(errors::failed, e.message()));
   }
@@ -320,7 +334,8 @@ class basic_publisher {
     return c;
   }
 
-  void admit(const std::string& sender, const credentials& creds, std::vector<match_rule> rules, deferred_reply reply) {
+  void admit(const std::string& sender, const credentials& creds, std::vector<match_rule> rules, deferred_reply reply,
+             std::uint32_t flags) {
     const admission verdict = opts_.admit ? opts_.admit(creds) : admission::allow();
     if (verdict.decision == admission::verdict::deny) {
       ++stats_.denied;
@@ -346,30 +361,128 @@ class basic_publisher {
     if (error e = attach_filter(theirs.get(), sender, rules))
       return reply.fail(call_error(errors::failed, e.message()));
     ++stats_.joins;
+    const bool wants_replay = flags & join_replay;
     auto it = members_.find(sender);
     if (it != members_.end()) {
       // A re-join: the reply, the new rules and the new socket all take effect together, once no
       // chain is in flight on the old socket, so that the old socket holds only what was emitted
-      // before the reply and the new one only what came after (take_up_next_socket()).
+      // before the reply and the new one only what came after (take_up_next_socket()). Nothing
+      // is replayed to a member: its stream goes on.
       member& m = it->second;
       m.next_socket = std::move(mine);
       m.next_rules = std::move(rules);
       m.next_reply = std::move(reply);
       m.next_reply_socket = std::move(theirs);
+      m.next_reply_replay = wants_replay;
       take_up_next_socket(m);
       return;
     }
-    send_join_reply(reply, theirs);
-    install(sender, std::move(mine), std::move(rules));
+    std::vector<const recorded*> replay;
+    if (wants_replay) replay = select_replay(rules);
+    send_join_reply(reply, theirs, wants_replay, replay.empty() ? 0 : replay.back()->serial);
+    member& m = install(sender, std::move(mine), std::move(rules));
+    if (replay.empty()) return;
+    if (std::ranges::any_of(bus_fifo_, [this](const bus_slot& b) { return b.serial == join_reply_serial_; })) {
+      m.awaiting_reply = join_reply_serial_;
+      ++awaiting_replies_;
+    }
+    push_replay(m, replay);
   }
 
   // The reply is not part of the member's stream (it has none yet, or is replacing it): it takes
   // no marker. Its serial is the member's boundary: everything emitted after it is routed with the
   // rules it answers.
-  void send_join_reply(deferred_reply& reply, const unix_fd& theirs) {
-    replying_join_ = true;
-    reply.reply(theirs, version, static_cast<std::uint32_t>(opts_.max_packet));
+  void send_join_reply(deferred_reply& reply, const unix_fd& theirs, bool replay_asked, std::uint32_t last_replayed) {
+    replying_join_ = true;  // on_bus_send() notes its serial in join_reply_serial_
+    if (replay_asked) {
+      reply.reply(theirs, version, static_cast<std::uint32_t>(opts_.max_packet), last_replayed);
+    } else {
+      reply.reply(theirs, version, static_cast<std::uint32_t>(opts_.max_packet));
+    }
     replying_join_ = false;
+  }
+
+  // ---- the replay for members that followed a name here (join_replay) ---------------------------
+
+  struct recorded {
+    std::uint32_t serial;
+    std::shared_ptr<message> msg;
+    std::shared_ptr<const std::vector<std::string>> names;  // the names owned when it was emitted
+  };
+
+  void record(const std::shared_ptr<message>& m, std::uint32_t serial) {
+    const auto now = clock::now();
+    const std::vector<std::string>& owned = conn_.owned_names();
+    if (!names_ || *names_ != owned) {
+      const bool gained = !names_ || std::ranges::any_of(owned, [this](const std::string& n) {
+        return std::ranges::find(*names_, n) == names_->end();
+      });
+      names_ = std::make_shared<const std::vector<std::string>>(owned);
+      if (gained) record_until_ = now + opts_.replay_for;
+    }
+    if (now >= record_until_) return forget_record();
+    if (record_.size() >= opts_.replay_max_signals || record_bytes_ + m->size() > opts_.replay_max_bytes) return;
+    record_.push_back({serial, m, names_});
+    record_bytes_ += m->size();
+  }
+  void forget_record() {
+    record_.clear();
+    record_bytes_ = 0;
+  }
+
+  // What the record holds that a rule naming a well-known name matched when it was emitted
+  // (rules naming a unique name had their rule on the bus all along).
+  std::vector<const recorded*> select_replay(const std::vector<match_rule>& rules) {
+    std::vector<const recorded*> out;
+    if (clock::now() >= record_until_) forget_record();
+    for (const recorded& r : record_) {
+      auto view = r.msg->view();
+      if (!view) continue;
+      const auto owner_of = [&](std::string_view name) -> std::string_view {
+        return std::ranges::find(*r.names, name) != r.names->end() ? conn_.unique_name() : std::string_view();
+      };
+      const match_context ctx{std::string_view(), owner_of};
+      for (const match_rule& rule : rules) {
+        const auto sender = rule.sender();
+        if (!sender || sender->empty() || (*sender)[0] == ':' || !rule.matches(*view, ctx)) continue;
+        out.push_back(&r);
+        break;
+      }
+    }
+    return out;
+  }
+
+  // The replay goes first in the new member's stream, as packets (or over the bus, announced by
+  // markers, for what does not fit one).
+  void push_replay(member& m, const std::vector<const recorded*>& replay) {
+    route_sink sink{*this, m};
+    for (const recorded* r : replay) {
+      auto view = r->msg->view();
+      if (!view) continue;
+      ++stats_.replayed;
+      if (r->msg->size() <= opts_.max_packet && r->msg->fds().empty()) {
+        m.route.push(entry{r->serial, entry_kind::packet, r->msg, {}}, sink);
+      } else {  // no reserved slot: its broadcast copy left long ago, and the reply goes first
+        m.route.push(entry{r->serial, entry_kind::bus, {}, unicast_copy(m, *view)}, sink);
+      }
+    }
+    flush(m, sink);
+    track(m);
+    submit_unless_batching();
+  }
+  void flush(member& m, route_sink& sink) {
+    if (!m.awaiting_reply) m.route.flush(sink);
+  }
+  // The bus FIFO sent `serial`: a member waiting for that Join reply starts its stream.
+  void reply_left(std::uint32_t serial) {
+    for (auto& [name, m] : members_) {
+      if (m.awaiting_reply != serial) continue;
+      m.awaiting_reply.reset();
+      --awaiting_replies_;
+      route_sink sink{*this, m};
+      m.route.flush(sink);
+      track(m);
+    }
   }
 
   // The member's rules (and the marker rule) as one classic BPF program, attached to its end of
@@ -397,7 +510,7 @@ class basic_publisher {
     return {};
   }
 
-  void install(const std::string& name, unix_fd socket, std::vector<match_rule> rules) {
+  member& install(const std::string& name, unix_fd socket, std::vector<match_rule> rules) {
     member& m = members_[name];
     m.name = name;
     m.id = ++next_id_;
@@ -421,11 +534,12 @@ class basic_publisher {
         },
         subscribe_via::bus);
     if (watch) m.gone_watch = std::move(*watch);
+    return m;
   }
 
   void take_up_next_socket(member& m) {
     if (!m.next_socket || m.route.busy()) return;
-    send_join_reply(m.next_reply, m.next_reply_socket);
+    send_join_reply(m.next_reply, m.next_reply_socket, m.next_reply_replay, 0);
     m.next_reply_socket.reset();
     m.rules = std::move(m.next_rules);
     m.next_rules.clear();
@@ -507,7 +621,10 @@ class basic_publisher {
 
   // Every bus message of the connection passes here first (the send hook).
   bool on_bus_send(message& m) {
-    if (replying_join_) return hold_behind_fifo(m);
+    if (replying_join_) {
+      join_reply_serial_ = m.serial();
+      return hold_behind_fifo(m);
+    }
     auto view = m.view();
     if (!view) return false;
     const std::string_view dest = view->header().destination;
@@ -520,7 +637,7 @@ class basic_publisher {
         reserve_bus_slot(serial);
         route_sink sink{*this, mem};
         mem.route.push(entry{serial, entry_kind::bus, {}, std::move(m)}, sink);
-        mem.route.flush(sink);
+        flush(mem, sink);
         track(mem);
         submit_unless_batching();
         return true;
@@ -554,15 +671,17 @@ class basic_publisher {
   }
   void release_fifo() {
     while (unwritten_ == 0 && !bus_fifo_.empty() && bus_fifo_.front().msg) {
+      const std::uint32_t serial = bus_fifo_.front().serial;
       (void)conn_.send_unhooked(std::move(*bus_fifo_.front().msg));
       bus_fifo_.pop_front();
+      if (awaiting_replies_ != 0) reply_left(serial);
     }
   }
   // Called after every change to a member's route: counts the members with packets about to be
   // written. A member that the block policy is waiting for does not count: others do not wait for
   // it (what it holds is lost if the publisher dies meanwhile; the block policy's price).
   void track(member& m) {
-    const bool now = m.route.busy() || (!m.route.queue().empty() && !m.route.full());
+    const bool now = !m.awaiting_reply && (m.route.busy() || (!m.route.queue().empty() && !m.route.full()));
     if (now == m.unwritten) return;
     m.unwritten = now;
     now ? ++unwritten_ : --unwritten_;
@@ -653,6 +772,7 @@ class basic_publisher {
       retired_.push_back({m.id, std::move(m.socket), std::move(m.sends), std::move(m.route.inflight())});
     }
     if (m.unwritten) --unwritten_;
+    if (m.awaiting_reply) --awaiting_replies_;
     by_id_.erase(m.id);
     touched_.erase(std::remove(touched_.begin(), touched_.end(), &m), touched_.end());
     members_.erase(it);
@@ -690,6 +810,13 @@ class basic_publisher {
   std::deque<retired_socket> retired_;
   std::uint32_t next_id_ = 0;
   bool replying_join_ = false;
+  std::uint32_t join_reply_serial_ = 0;
+  std::size_t awaiting_replies_ = 0;  // members whose stream waits for their Join reply to leave  // the serial of the
+                                      // last Join reply sent (or held in the FIFO)
+  std::deque<recorded> record_;       // what was emitted since the publisher started or took a name
+  std::size_t record_bytes_ = 0;
+  clock::time_point record_until_{};
+  std::shared_ptr<const std::vector<std::string>> names_;  // the names owned at the last emit
   publisher_stats stats_;
   // Callbacks that may outlive the publisher (pending calls, subscriptions) check this first.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

@@ -37,10 +37,13 @@ enum class origin : std::uint8_t {
   packet,     // the group socket
   unicast,    // over the bus, addressed to this connection
   broadcast,  // over the bus, addressed to nobody (a bus copy, or any ordinary signal)
-  // A bus copy from a publisher whose group socket has reached its end while a re-join is under
-  // way. The socket gave all it ever will, so a serial after the last one handed on came only
-  // this way: the publisher died with it unwritten, its bus copy already out.
-  broadcast_after_end,
+  // A bus copy that only `last` judges:
+  //  - from a publisher whose group socket has reached its end while a re-join is under way. The
+  //    socket gave all it ever will, so a serial after the last one handed on came only this way:
+  //    the publisher died with it unwritten, its bus copy already out;
+  //  - held from a new owner of a name until its replay was in: the replay handed on what it
+  //    had, and a held copy after that is one the replay did not have.
+  backfill,
 };
 
 // Merges one publisher's group socket with its bus messages to us. `Held` is what a packet that
@@ -180,31 +183,38 @@ struct delivery_gate {
   std::string publisher;  // the unique name whose group serves (or is to serve) the subscription
   bool in_group = false;
   std::uint32_t joined_at = 0;  // serial of the Join reply that put the rule in place
+  bool replayed = false;        // that Join asked for a replay (join_replay)
   std::optional<std::uint32_t> last;
 
   // Serves the subscription from `name`'s group (from serial `reply` on); a new publisher starts
-  // a new sequence.
-  void join(std::string_view name, std::uint32_t reply) {
+  // a new sequence. `replayed`: the Join asked for a replay, so packets from before the reply
+  // serve it too, and every bus copy is left to the group (those before the reply were held, and
+  // come back as origin::backfill).
+  void join(std::string_view name, std::uint32_t reply, bool replay = false) {
     follow(name);
     in_group = true;
+    replayed = replay;
     joined_at = reply;
   }
   // Back to the bus (the group was lost, or the rule's sender now names someone else).
-  void leave() noexcept { in_group = false; }
+  void leave() noexcept { in_group = replayed = false; }
   // The publisher-to-be, before its group serves us: its bus messages count for `last`.
   void follow(std::string_view name) {
     if (publisher != name) {
       publisher.assign(name);
       last.reset();
-      in_group = false;
+      in_group = replayed = false;
     }
   }
 
   bool accept(origin from, std::string_view sender, std::uint32_t serial) {
     if (sender != publisher || publisher.empty()) return from != origin::packet;
-    if (from == origin::packet && (!in_group || !serial_before(joined_at, serial))) return false;
-    // (origin::broadcast_after_end passes here: only `last` decides.)
-    if (from == origin::broadcast && in_group && !serial_before(serial, joined_at)) return false;
+    if (from == origin::packet && (!in_group || (!replayed && !serial_before(joined_at, serial)))) return false;
+    // (origin::backfill passes here: only `last` decides.)
+    if (from == origin::broadcast && in_group && (replayed || !serial_before(serial, joined_at))) return false;
+    // A message in the group's stream from before the reply (a replay sent over the bus) is for
+    // the subscriptions the replay serves: the others had their rule on the bus then.
+    if (from == origin::unicast && in_group && !replayed && !serial_before(joined_at, serial)) return false;
     if (last && !serial_before(*last, serial)) return false;
     last = serial;
     return true;
