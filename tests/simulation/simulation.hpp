@@ -717,9 +717,14 @@ class simulation {
     }
     enter_fifo(p, b.serial, b);
   }
+  // As the publisher: in serial order, a message to a member before the bus copy of its signal.
   void enter_fifo(publisher& p, std::uint32_t serial, std::optional<bus_message> b) {
+    const bool to_member = !b || b->to >= 0;
     auto at = p.fifo.end();
-    while (at != p.fifo.begin() && serial_before(serial, std::prev(at)->first)) --at;
+    while (at != p.fifo.begin() &&
+           (serial_before(serial, std::prev(at)->first) || (to_member && std::prev(at)->first == serial))) {
+      --at;
+    }
     p.fifo.insert(at, {serial, std::move(b)});
   }
   void fill_slot(publisher& p, std::uint32_t serial, const bus_message& b) {

@@ -613,7 +613,7 @@ class basic_publisher {
     if (e.kind == entry_kind::packet) {
       ++stats_.overflow_unicasts;
       auto v = e.pkt->view();
-      if (v) bus_out(unicast_copy(m, *v));
+      if (v) bus_out(unicast_copy(m, *v), true);
       return;
     }
     if (e.kind == entry_kind::bus) fill_bus_slot(e.serial, std::move(e.bus));
@@ -657,16 +657,21 @@ class basic_publisher {
   // memory: if the publisher dies, a plain subscriber cannot have a signal a member never got.
   // Packets leave within one submission, or go over the bus themselves when a socket is full, so
   // the wait is short and nobody waits on a slow member.
-  bool hold_behind_fifo(message& m) {
+  bool hold_behind_fifo(message& m, bool to_member = false) {
     if (bus_fifo_.empty() && unwritten_ == 0) return false;
-    enter_fifo(m.serial(), std::move(m));
+    enter_fifo(m.serial(), std::move(m), to_member);
     return true;
   }
   // In serial order: a packet that comes back from a full socket goes over the bus before a later
-  // message already waiting there.
-  void enter_fifo(std::uint32_t serial, std::optional<message> m) {
+  // message already waiting there, and before the bus copy of the same signal. Were the publisher
+  // killed between the two sends, the member would then have one signal more than a plain
+  // subscriber (a documented exception), never one less.
+  void enter_fifo(std::uint32_t serial, std::optional<message> m, bool to_member) {
     auto at = bus_fifo_.end();
-    while (at != bus_fifo_.begin() && serial_before(serial, std::prev(at)->serial)) --at;
+    while (at != bus_fifo_.begin() &&
+           (serial_before(serial, std::prev(at)->serial) || (to_member && std::prev(at)->serial == serial))) {
+      --at;
+    }
     bus_fifo_.insert(at, bus_slot{serial, std::move(m)});
   }
   void release_fifo() {
@@ -687,10 +692,10 @@ class basic_publisher {
     now ? ++unwritten_ : --unwritten_;
     if (unwritten_ == 0) release_fifo();
   }
-  void bus_out(message&& m) {
-    if (!hold_behind_fifo(m)) (void)conn_.send_unhooked(std::move(m));
+  void bus_out(message&& m, bool to_member = false) {
+    if (!hold_behind_fifo(m, to_member)) (void)conn_.send_unhooked(std::move(m));
   }
-  void reserve_bus_slot(std::uint32_t serial) { enter_fifo(serial, std::nullopt); }
+  void reserve_bus_slot(std::uint32_t serial) { enter_fifo(serial, std::nullopt, true); }
   void fill_bus_slot(std::uint32_t serial, message&& m) {
     for (bus_slot& slot : bus_fifo_) {
       if (!slot.msg && slot.serial == serial) {
@@ -699,7 +704,7 @@ class basic_publisher {
         return;
       }
     }
-    bus_out(std::move(m));
+    bus_out(std::move(m), true);
   }
 
   // Outside the loop and outside a batch, what was queued goes out now, and the packet sends
