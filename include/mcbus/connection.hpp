@@ -1061,9 +1061,13 @@ class basic_connection {
         older.push_back(std::move(copies.front()));
         copies.pop_front();
       }
-      const typename state::successor_hold& hold = it->second;
+      // A handler may end the hold (and erase it) meanwhile: what the copies need is taken first.
+      typename state::successor_hold rest;
+      rest.until = it->second.until;
+      rest.reply = it->second.reply;
+      rest.names = it->second.names;
       for (typename state::held_copy& c : older) {
-        dispatch_signal(s, c.msg.view(), hold.origin_of(c.msg.header().serial), &hold.names, c.newest_subscription);
+        dispatch_signal(s, c.msg.view(), rest.origin_of(c.msg.header().serial), &rest.names, c.newest_subscription);
       }
       return;
     }
