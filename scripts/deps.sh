@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   # build
   g++ cmake ninja-build pkg-config meson clang libclang-rt-14-dev make file
+  # the FetchContent consumer test clones this repository
+  git ca-certificates
   # libraries: liburing for the io_uring transport, fmt for the tools, GoogleTest and Google Benchmark
   liburing-dev libfmt-dev libgtest-dev googletest libbenchmark-dev
   # peers for differential tests and benchmarks

@@ -22,7 +22,7 @@ for tool in clang++ cmake ninja; do
 done
 
 # Only the fuzz targets: they bring their own sanitizers, and the rest is built elsewhere.
-CXX=clang++ cmake -S "$root" -B "$build" -G Ninja -Wno-dev -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+CXX=clang++ cmake -S "$root" -B "$build" -G Ninja -Wno-dev -DMCBUS_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DMCBUS_BUILD_FUZZERS=ON -DMCBUS_BUILD_TESTS=OFF -DMCBUS_BUILD_TOOLS=OFF -DMCBUS_BUILD_EXAMPLES=OFF \
   -DMCBUS_BUILD_BENCH=OFF -DMCBUS_INSTALL=OFF >/dev/null
 ninja -C "$build" -j"$(nproc)" >/dev/null

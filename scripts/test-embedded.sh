@@ -130,7 +130,7 @@ needed() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' 
 # ---- host: the example inside the mcbus build, with mcbus-call to call it ----------------------
 host() {
   local b=$root/build-embedded
-  quiet "$b/logs/configure.log" cmake -S "$root" -B "$b" -G Ninja -Wno-dev -DCMAKE_BUILD_TYPE=MinSizeRel \
+  quiet "$b/logs/configure.log" cmake -S "$root" -B "$b" -G Ninja -Wno-dev -DMCBUS_WERROR=ON -DCMAKE_BUILD_TYPE=MinSizeRel \
     -DMCBUS_BUILD_TESTS=OFF -DMCBUS_BUILD_EXAMPLES=ON -DMCBUS_BUILD_TOOLS=ON -DMCBUS_BUILD_BENCH=OFF -DMCBUS_INSTALL=OFF
   quiet "$b/logs/build.log" ninja -C "$b" -j"$jobs" embedded-minimal mcbus-call
   local bin=$b/examples/embedded-minimal/embedded-minimal
@@ -164,7 +164,7 @@ cross() {  # cross NAME TRIPLE QEMU FILE_PATTERN
 
   # The core tests. -O1: they run under emulation, and -O1 builds much faster than -O2 while
   # running several times faster than -O0.
-  quiet "$b/logs/core-configure.log" cmake -S "$root" -B "$b/core" -G Ninja -Wno-dev \
+  quiet "$b/logs/core-configure.log" cmake -S "$root" -B "$b/core" -G Ninja -Wno-dev -DMCBUS_WERROR=ON \
     -DCMAKE_TOOLCHAIN_FILE="$toolchain" -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1" -DCMAKE_C_FLAGS="-O1" \
     -DMCBUS_CORE_ONLY=ON -DMCBUS_GTEST_SOURCE_DIR=/usr/src/googletest \
     -DMCBUS_BUILD_TOOLS=OFF -DMCBUS_BUILD_EXAMPLES=OFF -DMCBUS_BUILD_BENCH=OFF -DMCBUS_INSTALL=OFF

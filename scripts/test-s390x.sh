@@ -24,7 +24,7 @@ fi
 
 # -O1: the tests run under emulation, and -O1 builds much faster than -O2 while running several
 # times faster than -O0.
-cmake -S "$root" -B "$build" -G Ninja -Wno-dev \
+cmake -S "$root" -B "$build" -G Ninja -Wno-dev -DMCBUS_WERROR=ON \
   -DCMAKE_TOOLCHAIN_FILE="$root/cmake/toolchains/s390x-linux-gnu.cmake" \
   -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1" -DCMAKE_C_FLAGS="-O1" \
   -DMCBUS_CORE_ONLY=ON -DMCBUS_GTEST_SOURCE_DIR=/usr/src/googletest \

@@ -29,7 +29,7 @@ run_ctest() {  # run_ctest BUILD_DIR
 configure() {  # configure BUILD_DIR [cmake args...]
   local dir=$1
   shift
-  cmake -S "$root" -B "$dir" -G Ninja -Wno-dev "$@" >/dev/null
+  cmake -S "$root" -B "$dir" -G Ninja -Wno-dev -DMCBUS_WERROR=ON "$@" >/dev/null
 }
 
 stage "ASan+UBSan build of the tests"
@@ -48,7 +48,7 @@ fi
 
 if [[ -f "$root/meson.build" ]]; then
   stage "meson build and tests"
-  meson setup build/meson "$root" --wipe >/dev/null 2>&1 || meson setup build/meson "$root" >/dev/null
+  meson setup build/meson "$root" -Dwerror=true --wipe >/dev/null 2>&1 || meson setup build/meson "$root" -Dwerror=true >/dev/null
   meson test -C build/meson --num-processes "$jobs" --print-errorlogs | tail -n 8
 fi
 

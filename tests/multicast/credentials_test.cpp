@@ -6,6 +6,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -17,6 +20,32 @@ using mcbus_test::bus_test;
 using mcbus_test::looper;
 
 namespace {
+
+// The built program may sit where `nobody` cannot reach it (a clone under /root, mode 0700): it
+// runs from a copy in a directory anyone can enter, removed with this object.
+class copy_for_anyone {
+ public:
+  explicit copy_for_anyone(const std::string& program) {
+    char tmpl[] = "/tmp/mcbus-nobody-XXXXXX";
+    if (!::mkdtemp(tmpl)) return;
+    dir_ = tmpl;
+    std::error_code ec;
+    const std::string to = dir_ + "/" + std::filesystem::path(program).filename().string();
+    if (::chmod(dir_.c_str(), 0755) == 0 && std::filesystem::copy_file(program, to, ec) &&
+        ::chmod(to.c_str(), 0755) == 0)
+      path_ = to;
+  }
+  copy_for_anyone(const copy_for_anyone&) = delete;
+  copy_for_anyone& operator=(const copy_for_anyone&) = delete;
+  ~copy_for_anyone() {
+    std::error_code ec;
+    if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
+  }
+  const std::string& path() const { return path_; }  // empty if the copy failed
+
+ private:
+  std::string dir_, path_;
+};
 
 class Credentials : public bus_test {};
 MCBUS_ALL_BUSES_AND_TRANSPORTS(Credentials);
@@ -48,9 +77,11 @@ TEST_P(Credentials, AnotherUserIsDeniedByPolicyAndUsesTheBus) {
   ASSERT_TRUE(pub) << "cannot own " << sender << " on the shared bus";
   pub_loop.keep(pub);
 
+  const copy_for_anyone program(MCBUS_SENSOR_SUBSCRIBER);
+  ASSERT_FALSE(program.path().empty()) << "cannot copy " << MCBUS_SENSOR_SUBSCRIBER << " to /tmp for nobody";
   const std::string out = "/tmp/mcbus-nobody-" + std::to_string(::getpid()) + ".txt";
   const pid_t child = mcbus_test::spawn(
-      {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", MCBUS_SENSOR_SUBSCRIBER,
+      {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", program.path(),
        "--address=" + bus_->address(), "--count=3", "type='signal',sender='" + sender + "',member='Reading'"},
       out);
   ASSERT_GT(child, 0);
