@@ -67,7 +67,7 @@ struct publisher_options {
   // starts or takes a name, at most replay_max_signals and replay_max_bytes, and replays what
   // matches to such a member when it joins (join_replay). replay_for = 0 turns it off.
   std::chrono::milliseconds replay_for{10000};
-  std::size_t replay_max_signals = 4096;
+  std::size_t replay_max_signals = 16384;
   std::size_t replay_max_bytes = std::size_t{4} << 20;
   std::function<admission(const credentials&)> admit;  // unset: everyone is allowed
 };
