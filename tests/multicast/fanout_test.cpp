@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <filesystem>
 #include <memory>
@@ -74,6 +75,18 @@ class Multicast : public bus_test {
 
   std::string name(std::string_view base) const {
     return std::string(base) + "." + mcbus_test::param_name({GetParam(), 0});
+  }
+
+  // The D-Bus error name a Join with these rules gets, "" when it is answered with a socket.
+  std::string join_error(const std::string& publisher, const std::vector<std::string>& rules,
+                         std::string* text = nullptr) {
+    auto hand = connect();
+    EXPECT_TRUE(hand) << hand.error().message();
+    if (!hand) return "no connection";
+    auto joined = mcbus_test::join_by_hand(*hand, publisher, rules);
+    if (joined) return "";
+    if (text) *text = joined.error().message();
+    return joined.error().name();
   }
 };
 MCBUS_ALL_BUSES_AND_TRANSPORTS(Multicast);
@@ -296,6 +309,54 @@ TEST_P(Multicast, MembersThatLeaveOrVanishAreCleanedUpWithoutFdLeaks) {
     ASSERT_TRUE(p.loop->wait_for([&] { return p.pub->member_count() == 0; }));
   }
   EXPECT_EQ(fds(), before);
+}
+
+// What one Join may carry, and the order of the publisher's checks: the bounds are read from the
+// wire first, then the caller's credentials and the admission policy are asked, and only an
+// admitted caller's rules are parsed. A caller the policy denies costs the publisher no parsing.
+// More rules than max_rules_per_member, or more bytes of them than max_join_bytes, are refused
+// before the policy is even asked (the policy counts its calls).
+TEST_P(Multicast, TooManyRulesOrBytesAreRefusedBeforeThePolicyIsAsked) {
+  publisher_side p;
+  auto asked = std::make_shared<std::atomic<int>>(0);
+  multicast::publisher_options opts;
+  opts.max_rules_per_member = 8;
+  opts.max_join_bytes = 1024;
+  opts.admit = [asked](const multicast::credentials&) {
+    ++*asked;
+    return multicast::admission::allow();
+  };
+  const std::string sender = name("org.mcbus.Test.JoinLimits");
+  start_publisher(p, sender, opts);
+  const std::string rule = "type='signal',sender='" + sender + "'";
+  EXPECT_EQ(join_error(sender, std::vector<std::string>(9, rule)), "org.mcbus.Multicast1.Error.InvalidRules");
+  EXPECT_EQ(join_error(sender, {rule + ",arg0='" + std::string(1100, 'x') + "'"}),
+            "org.mcbus.Multicast1.Error.InvalidRules");
+  EXPECT_EQ(asked->load(), 0);
+  // At the bounds, it joins.
+  EXPECT_EQ(join_error(sender, std::vector<std::string>(8, rule)), "");
+  EXPECT_EQ(asked->load(), 1);
+  EXPECT_EQ(p.loop->run([&](connection&) { return p.pub->stats().joins; }), 1u);  // (the caller has left since)
+}
+
+// A denied caller's rules are never parsed: a bad rule from it gets AccessDenied, not
+// InvalidRules. An admitted caller's bad rule is named in the error, cut short.
+TEST_P(Multicast, ADeniedCallersRulesAreNotParsedAndErrorsDoNotEchoTheRule) {
+  publisher_side p;
+  auto deny = std::make_shared<std::atomic<bool>>(true);
+  multicast::publisher_options opts;
+  opts.admit = [deny](const multicast::credentials&) {
+    return *deny ? multicast::admission::deny("not you") : multicast::admission::allow();
+  };
+  const std::string sender = name("org.mcbus.Test.JoinOrder");
+  start_publisher(p, sender, opts);
+  const std::string bad = "type='signal',nonsense='" + std::string(900, 'y') + "'";
+  EXPECT_EQ(join_error(sender, {bad}), "org.mcbus.Multicast1.Error.AccessDenied");
+  *deny = false;
+  std::string text;
+  EXPECT_EQ(join_error(sender, {bad}, &text), "org.mcbus.Multicast1.Error.InvalidRules");
+  EXPECT_LT(text.size(), 300u) << text;
+  EXPECT_NE(text.find("nonsense"), std::string::npos) << text;
 }
 
 }  // namespace

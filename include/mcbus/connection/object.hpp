@@ -312,6 +312,24 @@ class object_builder {
     return *this;
   }
 
+  // A method whose handler reads the body itself (`call.message().body()`), for a service that
+  // must bound what a call holds before it allocates anything for it (a million strings in one
+  // call). The registry checks the signature; the handler replies, or defers, itself.
+  object_builder& raw_method(member_name name, std::string_view in_signature, std::string_view out_signature,
+                             std::function<void(method_call&)> fn,
+                             std::initializer_list<std::string_view> in_names = {},
+                             std::initializer_list<std::string_view> out_names = {}) {
+    method_def m;
+    m.name = std::string(name.str());
+    m.in_signature = std::string(in_signature);
+    m.out_signature = std::string(out_signature);
+    for (auto n : in_names) m.in_names.emplace_back(n);
+    for (auto n : out_names) m.out_names.emplace_back(n);
+    m.invoke = [fn = std::move(fn)](method_call& call, const send_function&) { fn(call); };
+    current().methods.push_back(std::move(m));
+    return *this;
+  }
+
   // Declares the out signature of the last method, for handlers that defer their reply (their
   // return type cannot say what the reply will hold).
   object_builder& returns(std::string_view out_signature) {

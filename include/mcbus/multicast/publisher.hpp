@@ -60,6 +60,11 @@ struct publisher_options {
   std::size_t quota_messages = 4096;
   std::chrono::milliseconds block_timeout{5000};
   std::size_t max_members = 4096;
+  // What one Join may carry, checked on the wire before anything is allocated for it, and before
+  // the caller's credentials are asked for. dbus-daemon's system bus allows 512 match rules per
+  // connection; a rule is at most 1024 bytes there.
+  std::size_t max_rules_per_member = 512;
+  std::size_t max_join_bytes = 64 * 1024;  // the rules' text, all together
   std::size_t max_packet = max_packet_size;
   // A member that followed a well-known name here from its previous owner may have had no rule
   // on the bus when this publisher's first signals left (the successor window,
@@ -271,12 +276,8 @@ class basic_publisher {
         path,
         object_builder()
             .interface(interface)
-            .method(join_method,
-                    [this](method_call& call, std::vector<std::string> rules, std::uint32_t flags) {
-                      on_join(call, std::move(rules), flags);
-                    },
-                    {"rules", "flags"}, {"socket", "version", "max_packet"})
-            .returns("huu")  // the reply is sent later (deferred), so the handler's type cannot say
+            .raw_method(join_method, "asu", "huu", [this](method_call& call) { on_join(call); }, {"rules", "flags"},
+                        {"socket", "version", "max_packet"})
             .method(leave_method, [this](method_call& call) { remove_member(std::string(call.sender())); })
             .template signal<std::string>(dropped_signal, {"reason"})
             .template signal<std::uint32_t, std::uint32_t, std::uint32_t>(lost_notice, {"first", "last", "count"}));
@@ -291,30 +292,61 @@ class basic_publisher {
 
   // ---- joining ----------------------------------------------------------------------------------
 
-  void on_join(method_call& call, std::vector<std::string> texts, std::uint32_t flags) {
+  // Bounds first, read from the wire before anything is allocated for the rules; then the
+  // caller's credentials and the admission policy; only an admitted caller's rules are parsed.
+  void on_join(method_call& call) {
     const std::string sender(call.sender());
     deferred_reply reply = call.defer();
-    if (flags & ~known_join_flags) return reply.fail(call_error(errors::unsupported_flags, "unknown Join flags"));
-    if (texts.empty()) return reply.fail(call_error(errors::invalid_rules, "Join needs at least one rule"));
-    std::vector<match_rule> rules;
-    for (const std::string& t : texts) {
-      auto r = match_rule::parse(t);
-      if (!r) return reply.fail(call_error(errors::invalid_rules, "'" + t + "': " + r.error().message()));
-      rules.push_back(std::move(*r));
-    }
+    std::vector<std::string> texts;
+    std::uint32_t flags = 0;
+    if (auto refused = read_join(call.message(), texts, flags)) return reply.fail(std::move(*refused));
     if (!members_.count(sender) && members_.size() >= opts_.max_members) {
       return reply.fail(call_error(errors::too_many_members, "this publisher has as many members as it takes"));
     }
     message ask = message::method_call(bus_service, bus_path, bus_interface, "GetConnectionCredentials");
     ask.append(std::string_view(sender));
     auto alive = alive_;
-    const error e = conn_.call_async(std::move(ask), [this, alive, sender, flags, rules = std::move(rules),
+    const error e = conn_.call_async(std::move(ask), [this, alive, sender, flags, texts = std::move(texts),
                                                       reply = std::move(reply)](call_result<message_view> r) mutable {
       if (!*alive) return;
       if (!r) return reply.fail(call_error(errors::failed, "no credentials for the caller: " + r.error().message()));
-      admit(sender, read_credentials(sender, *r), std::move(rules), std::move(reply), flags);
+      admit(sender, read_credentials(sender, *r), texts, std::move(reply), flags);
     });
     if (e) reply.fail(call_error(errors::failed, e.message()));
+  }
+
+  // The Join body (as rules, u flags), counted before it is copied: a caller that sends more
+  // rules or bytes than the options allow is refused at once.
+  std::optional<call_error> read_join(const message_view& m, std::vector<std::string>& texts,
+                                      std::uint32_t& flags) const {
+    reader r = m.body();
+    std::size_t count = 0, bytes = 0;
+    const reader::array_cursor all = r.open_array("s");
+    while (r.in_array(all)) {
+      const std::string_view t = r.get_string();
+      bytes += t.size();
+      if (++count > opts_.max_rules_per_member || bytes > opts_.max_join_bytes) {
+        return call_error(errors::invalid_rules, "Join carries more than " +
+                                                     std::to_string(opts_.max_rules_per_member) + " rules or " +
+                                                     std::to_string(opts_.max_join_bytes) + " bytes of them");
+      }
+    }
+    r.close_array(all);
+    flags = r.get_fixed<std::uint32_t>();
+    if (!r) return call_error(errors::invalid_rules, "a bad Join body: " + r.err().message());
+    if (count == 0) return call_error(errors::invalid_rules, "Join needs at least one rule");
+    if (flags & ~known_join_flags) return call_error(errors::unsupported_flags, "unknown Join flags");
+    reader again = m.body();
+    const reader::array_cursor list = again.open_array("s");
+    texts.reserve(count);
+    while (again.in_array(list)) texts.emplace_back(again.get_string());
+    return std::nullopt;
+  }
+
+  // A rule in an error message, cut short: the caller sent it, and needs no more than its start.
+  static std::string quote_rule(std::string_view t) {
+    constexpr std::size_t shown = 64;
+    return "'" + std::string(t.substr(0, shown)) + (t.size() > shown ? "...'" : "'");
   }
 
   static credentials read_credentials(const std::string& sender, const message_view& reply) {
@@ -334,13 +366,20 @@ class basic_publisher {
     return c;
   }
 
-  void admit(const std::string& sender, const credentials& creds, std::vector<match_rule> rules, deferred_reply reply,
-             std::uint32_t flags) {
+  void admit(const std::string& sender, const credentials& creds, const std::vector<std::string>& texts,
+             deferred_reply reply, std::uint32_t flags) {
     const admission verdict = opts_.admit ? opts_.admit(creds) : admission::allow();
     if (verdict.decision == admission::verdict::deny) {
       ++stats_.denied;
       return reply.fail(
           call_error(errors::access_denied, verdict.reason.empty() ? "not allowed to join" : verdict.reason));
+    }
+    std::vector<match_rule> rules;
+    rules.reserve(texts.size());
+    for (const std::string& t : texts) {
+      auto r = match_rule::parse(t);
+      if (!r) return reply.fail(call_error(errors::invalid_rules, quote_rule(t) + ": " + r.error().message()));
+      rules.push_back(std::move(*r));
     }
     if (verdict.decision == admission::verdict::restrict) {
       std::vector<match_rule> narrowed;
