@@ -359,4 +359,58 @@ TEST_P(Multicast, ADeniedCallersRulesAreNotParsedAndErrorsDoNotEchoTheRule) {
   EXPECT_NE(text.find("nonsense"), std::string::npos) << text;
 }
 
+// Eavesdropping needs the admission policy's consent: a rule with eavesdrop='true', or with a
+// destination other than the member itself, is refused by default (issue 11, attack 5).
+TEST_P(Multicast, EavesdroppingNeedsThePolicysConsent) {
+  publisher_side p;
+  const std::string sender = name("org.mcbus.Test.Eavesdrop");
+  start_publisher(p, sender);
+  const std::string rule = "type='signal',sender='" + sender + "'";
+  EXPECT_EQ(join_error(sender, {rule + ",eavesdrop='true'"}), "org.mcbus.Multicast1.Error.AccessDenied");
+  EXPECT_EQ(join_error(sender, {rule + ",destination=':1.999999'"}), "org.mcbus.Multicast1.Error.AccessDenied");
+  auto self = connect();
+  ASSERT_TRUE(self) << self.error().message();
+  auto joined = mcbus_test::join_by_hand(*self, sender, {rule + ",destination='" + self->unique_name() + "'"});
+  EXPECT_TRUE(joined) << joined.error().message();
+}
+
+// A signal the publisher addresses to one member reaches that member only, even a member the
+// policy lets eavesdrop: its socket holds only the broadcast sent after it.
+TEST_P(Multicast, ASignalAddressedToOneMemberReachesNoOther) {
+  publisher_side p;
+  multicast::publisher_options opts;
+  opts.admit = [](const multicast::credentials&) { return multicast::admission::allow().allow_eavesdropping(); };
+  const std::string sender = name("org.mcbus.Test.Addressed");
+  start_publisher(p, sender, opts);
+  const std::string rule = "type='signal',sender='" + sender + "'";
+  auto spy = connect();
+  auto target = connect();
+  ASSERT_TRUE(spy && target);
+  auto spy_joined = mcbus_test::join_by_hand(*spy, sender, {rule + ",eavesdrop='true'"});
+  auto target_joined = mcbus_test::join_by_hand(*target, sender, {rule});
+  ASSERT_TRUE(spy_joined) << spy_joined.error().message();
+  ASSERT_TRUE(target_joined) << target_joined.error().message();
+  const std::string to = target->unique_name();
+  ASSERT_FALSE(p.loop->run([&](connection&) {
+    message direct = reading("to-target", 1);
+    direct.set_destination(bus_name::from_unchecked(to));
+    if (error e = p.pub->emit(std::move(direct))) return e;
+    return p.pub->emit(reading("everyone", 2));
+  }));
+  // Each socket's first packet says who it was for.
+  const auto first_arg = [](int fd) -> std::string {
+    pollfd pfd{fd, POLLIN, 0};
+    if (::poll(&pfd, 1, 20000) != 1) return "nothing arrived";
+    std::array<std::byte, 65536> buf{};
+    const ssize_t n = ::recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
+    if (n <= 0) return "recv failed";
+    auto got = message_view::parse(std::span<const std::byte>(buf.data(), static_cast<std::size_t>(n)));
+    if (!got) return "unparsable";
+    auto arg0 = got->read_first<std::string>();
+    return arg0 ? *arg0 : "unreadable";
+  };
+  EXPECT_EQ(first_arg(spy_joined->socket.get()), "everyone");
+  EXPECT_EQ(first_arg(target_joined->socket.get()), "to-target");
+}
+
 }  // namespace

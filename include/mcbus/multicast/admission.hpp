@@ -31,10 +31,19 @@ struct admission {
   verdict decision = verdict::allow;
   std::string reason;
   std::vector<std::string> restrict_rules;
+  // Rules with eavesdrop='true', or a destination= other than the member itself, are refused
+  // unless the policy says yes here (the bus's own policy forbids eavesdropping to most).
+  bool eavesdrop = false;
 
   static admission allow() { return {}; }
-  static admission deny(std::string why) { return {verdict::deny, std::move(why), {}}; }
-  static admission restrict_to(std::vector<std::string> rules) { return {verdict::restrict, {}, std::move(rules)}; }
+  static admission deny(std::string why) { return {verdict::deny, std::move(why), {}, false}; }
+  static admission restrict_to(std::vector<std::string> rules) {
+    return {verdict::restrict, {}, std::move(rules), false};
+  }
+  admission& allow_eavesdropping() {
+    eavesdrop = true;
+    return *this;
+  }
 };
 
 namespace detail {

@@ -142,11 +142,13 @@ class basic_publisher {
     // Only the rules the index files under this signal's keys are tested, each once.
     ++emit_seq_;
     touched_.clear();
+    // A signal addressed to one connection goes to that member only, eavesdropper or not.
+    const std::string_view addressed = view->header().destination;
     index_.candidates(*view, [&](detail::route r) {
       auto it = by_id_.find(r.member);
       if (it == by_id_.end()) return;
       member& mem = *it->second;
-      if (mem.last_emit == emit_seq_) return;
+      if (mem.last_emit == emit_seq_ || (!addressed.empty() && mem.name != addressed)) return;
       const match_context ctx{mem.name, owner_of};
       if (!mem.rules[r.rule].matches(*view, ctx)) return;
       mem.last_emit = emit_seq_;
@@ -379,6 +381,13 @@ class basic_publisher {
     for (const std::string& t : texts) {
       auto r = match_rule::parse(t);
       if (!r) return reply.fail(call_error(errors::invalid_rules, quote_rule(t) + ": " + r.error().message()));
+      const auto dest = r->destination();
+      if (!verdict.eavesdrop && (r->eavesdrop() || (dest && *dest != sender))) {
+        ++stats_.denied;
+        return reply.fail(call_error(errors::access_denied, quote_rule(t) +
+                                                                ": eavesdropping (eavesdrop='true', or a destination "
+                                                                "other than the member) needs the policy's consent"));
+      }
       rules.push_back(std::move(*r));
     }
     if (verdict.decision == admission::verdict::restrict) {
