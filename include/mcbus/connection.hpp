@@ -846,6 +846,7 @@ class basic_connection {
 
   static multicast::origin bus_origin(state& s, const message_view& m) {
     if (!m.header().destination.empty()) return multicast::origin::unicast;
+    if (s.members.empty()) return multicast::origin::broadcast;
     const multicast::membership* g = live_membership(s, m.header().sender);
     return g && g->ended ? multicast::origin::backfill : multicast::origin::broadcast;
   }
@@ -1053,8 +1054,12 @@ class basic_connection {
     auto it = s.holds.find(publisher);
     if (it == s.holds.end() || !it->second.until) return;
     const std::uint32_t until = *it->second.until;
-    if (done ? multicast::serial_before(serial, until) : !multicast::serial_before(until, serial)) {
-      if (done) return;
+    if (done) {
+      if (!multicast::serial_before(serial, until)) release_hold(s, publisher);
+      return;
+    }
+    if (multicast::serial_before(until, serial)) return release_hold(s, publisher);
+    {
       std::deque<typename state::held_copy> older;
       auto& copies = it->second.copies;
       while (!copies.empty() && multicast::serial_before(copies.front().msg.header().serial, serial)) {
@@ -1069,9 +1074,7 @@ class basic_connection {
       for (typename state::held_copy& c : older) {
         dispatch_signal(s, c.msg.view(), rest.origin_of(c.msg.header().serial), &rest.names, c.newest_subscription);
       }
-      return;
     }
-    release_hold(s, publisher);
   }
 
   static void bus_call(state& s, std::string_view method, const std::string& arg) {
@@ -1223,8 +1226,7 @@ class basic_connection {
   // The group is gone: its subscriptions go back to the bus at once.
   static void group_lost(state& s, const std::string& publisher, const error& why) {
     if (!live_membership(s, publisher)) return;
-    close_membership(s, publisher);
-    release_hold(s, publisher);
+    close_membership(s, publisher);  // (and what was held from it goes)
     machine_env env{s};
     s.machine.group_lost(publisher, env);
     if (s.multicast_lost) s.multicast_lost(publisher, why);

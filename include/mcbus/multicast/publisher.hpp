@@ -459,16 +459,22 @@ class basic_publisher {
   };
 
   void record(const std::shared_ptr<message>& m, std::uint32_t serial) {
-    const auto now = clock::now();
     const std::vector<std::string>& owned = conn_.owned_names();
     if (!names_ || *names_ != owned) {
       const bool gained = !names_ || std::ranges::any_of(owned, [this](const std::string& n) {
         return std::ranges::find(*names_, n) == names_->end();
       });
       names_ = std::make_shared<const std::vector<std::string>>(owned);
-      if (gained) record_until_ = now + opts_.replay_for;
+      if (gained && opts_.replay_for.count() > 0) {
+        record_until_ = clock::now() + opts_.replay_for;
+        recording_ = true;
+      }
     }
-    if (now >= record_until_) return forget_record();
+    if (!recording_) return;  // most emits: no clock read once the window is over
+    if (clock::now() >= record_until_) {
+      recording_ = false;
+      return forget_record();
+    }
     if (record_.size() >= opts_.replay_max_signals || record_bytes_ + m->size() > opts_.replay_max_bytes) return;
     record_.push_back({serial, m, names_});
     record_bytes_ += m->size();
@@ -869,6 +875,7 @@ class basic_publisher {
   std::deque<recorded> record_;       // what was emitted since the publisher started or took a name
   std::size_t record_bytes_ = 0;
   clock::time_point record_until_{};
+  bool recording_ = false;
   std::shared_ptr<const std::vector<std::string>> names_;  // the names owned at the last emit
   publisher_stats stats_;
   // Callbacks that may outlive the publisher (pending calls, subscriptions) check this first.
