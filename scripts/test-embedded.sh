@@ -151,7 +151,7 @@ cross() {  # cross NAME TRIPLE QEMU FILE_PATTERN
   local toolchain=$root/cmake/toolchains/$triple.cmake
 
   # embedded-minimal, built on its own from the include folder, as a device project would.
-  quiet "$b/logs/example-configure.log" cmake -S "$root/examples/embedded-minimal" -B "$b/example" -G Ninja \
+  quiet "$b/logs/example-configure.log" cmake -S "$root/examples/embedded-minimal" -B "$b/example" -G Ninja -DMCBUS_WERROR=ON \
     -Wno-dev -DCMAKE_TOOLCHAIN_FILE="$toolchain" -DCMAKE_BUILD_TYPE=MinSizeRel
   quiet "$b/logs/example-build.log" ninja -C "$b/example" -j"$jobs"
   local bin=$b/example/embedded-minimal
