@@ -413,7 +413,9 @@ class basic_connection {
   }
   // Called when a group this connection was in is lost (the publisher exited, closed the socket,
   // or broke the protocol): the subscriptions on it are back on the bus by then, and a re-join
-  // follows (connection_options::multicast_rejoin).
+  // follows (connection_options::multicast_rejoin). When the bus reports the owner change of a
+  // well-known name first, the subscriptions follow the name to its new owner and leave the old
+  // group without this call: it reports a lost group, not every publisher that exits.
   void on_multicast_lost(std::function<void(std::string_view publisher, const error&)> fn) {
     st_->multicast_lost = std::move(fn);
   }
