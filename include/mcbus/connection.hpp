@@ -55,10 +55,21 @@ struct connection_options {
   bool hello = true;     // register on a bus; false for a direct peer connection
   transport_choice transport = transport_choice::automatic;
   std::size_t max_fds_per_message = 16;  // received messages carrying more are refused
+  // Bytes received and not yet dispatched. Past this the connection stops reading (the peer is
+  // pushed back, as libdbus does at its 63 MiB max_received_size) until dispatching catches up.
+  // A blocking call whose reply is behind such a flood then times out, with a reason.
+  std::size_t max_inbox_bytes = 64 * 1024 * 1024;
+  // Calls sent with call_async() (and the connection's own) still waiting for a reply. One more
+  // is refused with errc::over_quota. dbus-daemon's session bus allows 50000 per connection,
+  // its system bus 128.
+  std::size_t max_pending_calls = 8192;
   // How long packets wait for a message that a Unicast marker announced over the bus, and how
-  // many may pile up behind it, before the marker is given up (and reported).
+  // many packets and bytes may pile up behind it, before the marker is given up (and reported).
+  // The same counts bound the bus copies held from a new owner of a name until its replay is in.
+  // A publisher cannot make a member hold more than this, per membership.
   std::chrono::milliseconds multicast_marker_timeout{25000};
   std::size_t multicast_max_held = 65536;
+  std::size_t multicast_max_held_bytes = 16 * 1024 * 1024;
   // subscribe() asks a rule's sender whether it runs a group, and joins it, in the background
   // (the bus serves the subscription meanwhile); a sender that does not answer in this time is
   // asked again later.
@@ -261,6 +272,7 @@ class basic_connection {
                    std::chrono::milliseconds timeout = std::chrono::milliseconds(-1)) {
     state& s = *st_;
     if (timeout.count() < 0) timeout = s.opts.call_timeout;
+    if (error e = pending_room(s)) return e;
     m.set_no_reply_expected(false);
     auto serial = send(std::move(m));
     if (!serial) return serial.error();
@@ -599,6 +611,7 @@ class basic_connection {
     };
     struct successor_hold {
       std::deque<held_copy> copies;
+      std::size_t bytes = 0;  // of the copies
       std::optional<std::uint32_t> until;
       std::uint32_t reply = 0;         // the Join reply's serial, once it came
       std::vector<std::string> names;  // the well-known names it owned when the copies came
@@ -611,6 +624,7 @@ class basic_connection {
     };
     std::map<std::string, successor_hold, std::less<>> holds;
     bool handling_packet = false;
+    bool receiving_paused = false;  // the inbox is full (max_inbox_bytes)
     std::function<void(std::string_view, const error&)> multicast_lost;
     std::function<void(std::string_view, const call_error&)> multicast_fallback;
     std::function<void(std::string_view, std::uint32_t, std::uint32_t, std::uint32_t)> multicast_gap;
@@ -668,8 +682,26 @@ class basic_connection {
     return serial;
   }
 
+  static error pending_room(const state& s) {
+    if (s.pending.size() < s.opts.max_pending_calls) return {};
+    return error(errc::over_quota, error::no_offset,
+                 "too many calls already wait for replies (connection_options::max_pending_calls)");
+  }
+
   void receive(std::span<const std::byte> bytes, received_fds& fds) {
-    if (error e = st_->in.feed(bytes, fds)) st_->fatal = e;
+    state& s = *st_;
+    if (error e = s.in.feed(bytes, fds)) s.fatal = e;
+    if (!s.receiving_paused && s.in.queued_bytes() >= s.opts.max_inbox_bytes) {
+      s.receiving_paused = true;
+      s.transport.pause_receiving(true);
+    }
+  }
+  void resume_receiving_if_room() {
+    state& s = *st_;
+    if (s.receiving_paused && s.in.queued_bytes() < s.opts.max_inbox_bytes) {
+      s.receiving_paused = false;
+      s.transport.pause_receiving(false);
+    }
   }
 
   // One turn of the loop: wait up to timeout_ms for I/O, dispatch, expire deadlines, and send
@@ -681,6 +713,7 @@ class basic_connection {
     if (!s.in.empty()) timeout_ms = 0;
     error io = s.transport.wait(timeout_ms, [&](auto bytes, auto& fds) { receive(bytes, fds); });
     dispatch_all();
+    resume_receiving_if_room();
     expire_calls();
     member_timers();
     --s.iterating;
@@ -730,7 +763,14 @@ class basic_connection {
         lost(s.fatal);
         return call_error(s.fatal);
       }
-      if (clock::now() >= deadline) return call_error(error(errc::timeout, error::no_offset, "waiting for a reply"));
+      if (clock::now() >= deadline) {
+        if (s.receiving_paused) {
+          return call_error(error(errc::timeout, error::no_offset,
+                                  "waiting for a reply, which may be behind the messages that filled the inbox "
+                                  "(connection_options::max_inbox_bytes)"));
+        }
+        return call_error(error(errc::timeout, error::no_offset, "waiting for a reply"));
+      }
       error io =
           s.transport.wait(detail::to_poll_timeout(deadline), [&](auto bytes, auto& fds) { receive(bytes, fds); });
       if (io) {
@@ -1041,11 +1081,13 @@ class basic_connection {
     if (s.holds.empty() || !m.header().destination.empty()) return false;
     auto it = s.holds.find(m.header().sender);
     if (it == s.holds.end()) return false;
-    if (it->second.copies.size() >= s.opts.multicast_max_held) {
+    if (it->second.copies.size() >= s.opts.multicast_max_held ||
+        it->second.bytes + m.header_bytes().size() + m.body_bytes().size() > s.opts.multicast_max_held_bytes) {
       release_hold(s, m.header().sender);
       return false;
     }
     it->second.copies.push_back({received_message::copy_of(m, {}), s.next_subscription});
+    it->second.bytes += m.header_bytes().size() + m.body_bytes().size();
     return true;
   }
   // `publisher`'s stream is about to hand on `serial` (done: has handed it on). The replay and
@@ -1090,6 +1132,10 @@ class basic_connection {
   // Sends a call whose reply goes to `handler` from the loop (or with its timeout). Returns its
   // serial, 0 when nothing was sent (the handler has then been told).
   static std::uint32_t async_call(state& s, message&& m, reply_handler handler) {
+    if (error e = pending_room(s)) {
+      handler(call_error(e));
+      return 0;
+    }
     const std::uint32_t serial = send_on(s, std::move(m));
     if (serial == 0) {
       handler(call_error(errc::disconnected));
@@ -1389,7 +1435,12 @@ class basic_connection {
       m->merge.on_drained(sink.serial, sink);
     } else {
       m->merge.on_packet(sink.serial, sink.kind, sink);
+      if (m->merge.over(hold_limits_of(s)) && m->merge.expire(clock::now(), hold_limits_of(s), sink))
+        finish_if_ended(s, publisher);
     }
+  }
+  static multicast::hold_limits hold_limits_of(const state& s) {
+    return {s.opts.multicast_marker_timeout, s.opts.multicast_max_held, s.opts.multicast_max_held_bytes};
   }
 
   // Everything already received on the membership's socket joins the merge, held. The transport
@@ -1423,7 +1474,7 @@ class basic_connection {
     for (auto& [name, m] : s.members.all()) {
       if (m.closing) continue;
       packet_sink sink{s, name};
-      if (m.merge.expire(now, s.opts.multicast_marker_timeout, s.opts.multicast_max_held, sink)) {
+      if (m.merge.expire(now, hold_limits_of(s), sink)) {
         finish_if_ended(s, name);
         if (m.closing) continue;
       }

@@ -46,9 +46,16 @@ class inbox {
 
   // Appends received bytes and frames every message they complete. A framing error (a fixed
   // header that makes no sense) is returned: the stream cannot be resynchronised after it.
+  //
+  // Fds travel with the first byte of their message (the kernel hands them to the read that
+  // takes that byte; buses and mcbus send them so), so a message may take only the fds that came
+  // with the chunk it starts in: `fds` holds first those kept for the message that was incomplete
+  // at the end of the last chunk (`carried_`), then this chunk's. Fds that no message can take
+  // are closed at once and counted, rather than kept to be handed to a later message.
   error feed(std::span<const std::byte> bytes, received_fds& fds) {
     if (fatal_) return fatal_;
     make_room(bytes.size());
+    const std::size_t chunk_start = buf_.size();
     buf_.append(bytes.data(), bytes.size());
     while (buf_.size() - frame_pos_ >= fixed_header_length) {
       const std::span<const std::byte> rest(reinterpret_cast<const std::byte*>(buf_.data()) + frame_pos_,
@@ -56,10 +63,32 @@ class inbox {
       auto len = message_length(rest);
       if (!len) return fatal_ = len.error().shifted(frame_pos_).in("framing a received message");
       if (rest.size() < *len) break;
-      frame(rest.first(*len), fds);
+      if (frame_pos_ >= chunk_start) drop_carried(fds);  // it starts here: the carried fds are nobody's
+      frame(rest.first(*len), fds, frame_pos_ < chunk_start ? carried_ : fds.size());
       frame_pos_ += *len;
     }
+    if (frame_pos_ == buf_.size()) {
+      drop(fds, fds.size());  // no message is waiting for more bytes: nobody's
+      carried_ = 0;
+    } else if (frame_pos_ < chunk_start) {
+      // The incomplete message started in an earlier chunk: this chunk's fds are not its.
+      std::vector<unix_fd> keep = fds.take(carried_);
+      drop(fds, fds.size());
+      for (unix_fd& fd : keep) fds.push(fd.release());
+    } else {
+      drop_carried(fds);
+      carried_ = fds.size();
+      if (carried_ > max_fds_) drop_carried(fds);  // more than any message may take
+    }
     return {};
+  }
+
+  // Fds closed because no message could take them: they came with no message's first byte, or
+  // beyond the count its UNIX_FDS field gave.
+  std::size_t discarded_fds() const noexcept { return discarded_fds_; }
+  // Bytes received and not yet handed on: queued messages, and the incomplete one.
+  std::size_t queued_bytes() const noexcept {
+    return buf_.size() - (entries_.empty() ? frame_pos_ : entries_.front().offset);
   }
 
   bool empty() const noexcept { return entries_.empty(); }
@@ -89,7 +118,16 @@ class inbox {
   }
 
  private:
-  void frame(std::span<const std::byte> bytes, received_fds& fds) {
+  void drop(received_fds& fds, std::size_t n) {
+    discarded_fds_ += fds.take(n).size();  // closed as they go
+  }
+  void drop_carried(received_fds& fds) {
+    drop(fds, carried_);
+    carried_ = 0;
+  }
+
+  // `available`: how many of the fds at the front of `fds` may be its.
+  void frame(std::span<const std::byte> bytes, received_fds& fds, std::size_t available) {
     inbox_entry e;
     e.offset = frame_pos_;
     e.length = bytes.size();
@@ -101,15 +139,21 @@ class inbox {
       const std::uint32_t want = v->header().unix_fds;
       if (want > max_fds_) {
         e.invalid = error(errc::too_many_fds, error::no_offset, "more than connection_options::max_fds_per_message");
-      } else if (want > fds.size()) {
-        e.invalid = error(errc::bad_fd_index, error::no_offset, "message announces more fds than arrived");
+      } else if (want > available) {
+        e.invalid = error(errc::bad_fd_index, error::no_offset, "message announces more fds than came with it");
       }
-      e.fds = fds.take(want);
-      if (e.invalid) note_refused_call(*v, e);
+      if (e.invalid) {
+        drop(fds, available);  // a refused message hands on no fd, and leaves none to another
+        note_refused_call(*v, e);
+      } else {
+        e.fds = fds.take(want);
+      }
+      carried_ -= std::min(carried_, e.invalid ? available : std::size_t{want});
     } else {
       e.invalid = v.error();
       // Its fds cannot be told apart from the next message's; those that arrived with it go.
-      fds.clear();
+      drop(fds, available);
+      carried_ -= std::min(carried_, available);
       read_refused_header(bytes, e);
     }
     for (const unix_fd& fd : e.fds) e.fd_ints.push_back(fd.get());
@@ -196,6 +240,8 @@ class inbox {
   std::vector<byte_buffer> retired_;
   unsigned depth_ = 0;
   std::size_t max_fds_;
+  std::size_t carried_ = 0;  // fds at the front of received_fds kept for the incomplete message
+  std::size_t discarded_fds_ = 0;
   error fatal_;
 };
 

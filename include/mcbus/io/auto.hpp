@@ -70,6 +70,9 @@ class auto_transport {
   void enqueue(message&& m) {
     std::visit([&](auto& t) { t.enqueue(std::move(m)); }, impl_);
   }
+  void pause_receiving(bool on) noexcept {
+    std::visit([&](auto& t) { t.pause_receiving(on); }, impl_);
+  }
   error flush() {
     return std::visit([](auto& t) { return t.flush(); }, impl_);
   }

@@ -48,6 +48,9 @@ class poll_transport {
   bool can_pass_fds() const noexcept { return can_pass_fds_; }
   bool has_pending_output() const noexcept { return !out_.empty(); }
   void enqueue(message&& m) { out_.push(std::move(m)); }
+  // While paused, wait() reads nothing from the bus socket (the connection's inbox is full): the
+  // socket fills and the peer is pushed back. Sends and packet sockets go on.
+  void pause_receiving(bool on) noexcept { receiving_paused_ = on; }
 
   error flush() {
     while (!out_.empty()) {
@@ -70,7 +73,8 @@ class poll_transport {
     if (error e = flush()) return e;
     if (!completed_.empty()) timeout_ms = 0;
     pollfds_.clear();
-    pollfds_.push_back({fd_.get(), static_cast<short>(POLLIN | (out_.empty() ? 0 : POLLOUT)), 0});
+    pollfds_.push_back(
+        {fd_.get(), static_cast<short>((receiving_paused_ ? 0 : POLLIN) | (out_.empty() ? 0 : POLLOUT)), 0});
     for (const source& src : sources_) pollfds_.push_back({src.fd, POLLIN, 0});
     for (const watch& w : watches_) pollfds_.push_back({w.fd, POLLOUT, 0});
     const int r = ::poll(pollfds_.data(), pollfds_.size(), timeout_ms);
@@ -170,7 +174,7 @@ class poll_transport {
   // starve the caller's other work.
   template <class Sink>
   error receive(Sink& sink) {
-    for (int round = 0; round < 16; ++round) {
+    for (int round = 0; round < 16 && !receiving_paused_; ++round) {
       iovec iov{buf_.get(), chunk_size};
       alignas(cmsghdr) unsigned char control[detail::fd_cmsg_space];
       msghdr mh{};
@@ -285,6 +289,7 @@ class poll_transport {
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd_.get(), &ev);
   }
 
+  bool receiving_paused_ = false;
   unix_fd fd_;
   bool can_pass_fds_ = false;
   detail::send_queue out_;

@@ -11,6 +11,8 @@
 //     int poll_fd() const;             what a foreign event loop polls (readable = work to do)
 //     bool can_pass_fds() const;
 //     void enqueue(message&&);         queue a sealed message; nothing is sent until flush()
+//     void pause_receiving(bool);      while on, wait() reads nothing from the socket (the peer is
+//                                      pushed back); sends go on
 //     bool has_pending_output() const;
 //     error flush();                   start sending what is queued (never blocks)
 //     error wait(int timeout_ms, Sink&& sink);

@@ -86,13 +86,20 @@ class uring_transport {
   // dry) wait for the next wait(). A foreign loop must then call process() without polling.
   bool has_work() const noexcept {
     const state& s = *state_;
-    if (!s.stashed.empty() || (!s.recv_armed && !s.eof)) return true;
+    if (!s.recv_armed && !s.eof && !s.recv_paused) return true;
+    for (const stashed_cqe& c : s.stashed) {
+      if (!(s.recv_paused && c.tag == tag_recv)) return true;
+    }
     for (const packet_source& src : s.sources) {
       if (!src.armed) return true;
     }
     return false;
   }
   void enqueue(message&& m) { state_->out.push(std::move(m)); }
+  // While paused, received chunks stay in their ring buffers, unread; once the ring runs dry the
+  // multishot receive ends and is not re-armed, so the socket fills and the peer is pushed back.
+  // What the ring holds meanwhile is bounded by its size. Sends and packet sockets go on.
+  void pause_receiving(bool on) noexcept { state_->recv_paused = on; }
 
   // Starts the next send without waiting. A send that completed since the last wait is reaped
   // first, so that messages sent outside the loop still go out one after another; receive
@@ -107,13 +114,17 @@ class uring_transport {
   template <class Sink>
   error wait(int timeout_ms, Sink&& sink) {
     state& s = *state_;
-    while (!s.stashed.empty()) {
-      const stashed_cqe c = s.stashed.front();
-      s.stashed.pop_front();
+    for (std::size_t i = 0; i < s.stashed.size();) {
+      const stashed_cqe c = s.stashed[i];
+      if (s.recv_paused && c.tag == tag_recv) {
+        ++i;
+        continue;
+      }
+      s.stashed.erase(s.stashed.begin() + static_cast<std::ptrdiff_t>(i));
       if (error e = handle_cqe(c.tag, c.res, c.flags, sink)) return e;
       timeout_ms = 0;  // there was input: do not block before the caller has seen it
     }
-    arm_receive();
+    if (!s.recv_paused) arm_receive();
     arm_packet_sources();
     prepare_send();
     io_uring_cqe* cqe = nullptr;
@@ -289,6 +300,7 @@ class uring_transport {
     // Single-shot fallback buffer.
     std::unique_ptr<std::byte[]> single;
     bool recv_armed = false;
+    bool recv_paused = false;
     bool multishot_failed = false;
     msghdr msg_template{};  // layout of multishot completions: no name, control for fds
     msghdr single_mh{};
@@ -444,7 +456,13 @@ class uring_transport {
     state& s = *state_;
     switch (kind_of(t)) {
       case kind_send: return on_sent(res);
-      case kind_recv: return on_received(res, flags, sink);
+      case kind_recv:
+        if (s.recv_paused) {  // kept, with its buffer, until receiving resumes
+          if (!(flags & IORING_CQE_F_MORE)) s.recv_armed = false;
+          s.stashed.push_back({t, res, flags});
+          return {};
+        }
+        return on_received(res, flags, sink);
       case kind_packet_recv: {
         const auto id = static_cast<std::uint32_t>(payload_of(t));
         if (!(flags & IORING_CQE_F_MORE)) mark_unarmed(id);
@@ -658,6 +676,7 @@ class uring_transport {
   int poll_fd() const noexcept { return -1; }
   bool can_pass_fds() const noexcept { return false; }
   bool has_pending_output() const noexcept { return false; }
+  void pause_receiving(bool) noexcept {}
   void enqueue(message&&) {}
   error flush() { return {errc::not_supported}; }
   template <class Sink>

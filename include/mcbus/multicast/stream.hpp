@@ -46,6 +46,13 @@ enum class origin : std::uint8_t {
   backfill,
 };
 
+// How much a member holds behind a Unicast marker, and for how long, before it gives the marker up.
+struct hold_limits {
+  std::chrono::steady_clock::duration wait;
+  std::size_t packets;
+  std::size_t bytes;
+};
+
 // Merges one publisher's group socket with its bus messages to us. `Held` is what a packet that
 // must wait keeps: it has `serial` and `kind` members (the connection keeps the bytes, the
 // simulation an index). Serials are checked here: a packet whose serial is not after the previous
@@ -61,7 +68,7 @@ class stream_merge {
   void on_packet(std::uint32_t serial, packet_kind kind, Sink& sink) {
     if (!accept_serial(serial, sink)) return;
     if (awaiting_ || !held_.empty()) {
-      held_.push_back(sink.hold());
+      push(sink.hold());
       release(nullptr, sink);
       return;
     }
@@ -72,7 +79,7 @@ class stream_merge {
   // A packet taken from the socket ahead of a bus message (see before_unicast): it waits its turn.
   template <class Sink>
   void on_drained(std::uint32_t serial, Sink& sink) {
-    if (accept_serial(serial, sink)) held_.push_back(sink.hold());
+    if (accept_serial(serial, sink)) push(sink.hold());
   }
 
   // A message addressed to us from the publisher, with `serial`, is about to be handled. The
@@ -91,17 +98,30 @@ class stream_merge {
     release(nullptr, sink);
   }
 
-  // A marker waited longer than `limit`, or more than `max_held` packets piled up behind it: the
-  // bus message it announced is not coming (the bus refused it, or the publisher died). Reported,
-  // and the packets go on rather than wait forever or without bound.
+  // A marker waited longer than `limits.wait`, or more packets or bytes than the limits allow
+  // piled up behind it: the bus message it announced is not coming (the bus refused it, the
+  // publisher died, or the publisher is hostile). Reported, and the packets go on rather than wait
+  // forever or without bound.
   template <class Sink>
-  bool expire(clock::time_point now, clock::duration limit, std::size_t max_held, Sink& sink) {
-    if (!awaiting_ || (now - awaiting_since_ < limit && held_.size() <= max_held)) return false;
-    awaiting_.reset();
-    sink.problem(
-        error(errc::timeout, error::no_offset, "a message announced by a Unicast marker never came over the bus"));
-    release(nullptr, sink);
+  bool expire(clock::time_point now, const hold_limits& limits, Sink& sink) {
+    if (!awaiting_) return false;
+    const bool late = now - awaiting_since_ >= limits.wait;
+    if (!late && !over(limits)) return false;
+    sink.problem(error(errc::timeout, error::no_offset,
+                       late ? "a message announced by a Unicast marker never came over the bus"
+                            : "too much held behind a Unicast marker whose message has not come over the bus"));
+    // Markers held behind it are given up too while the limits are still passed: a publisher that
+    // sends many markers before its flood gets no more held than one.
+    do {
+      awaiting_.reset();
+      release(nullptr, sink);
+    } while (over(limits));
     return true;
+  }
+  // Checked after each packet, so that a publisher cannot make the member hold more than the
+  // limits between two timer turns.
+  bool over(const hold_limits& limits) const noexcept {
+    return awaiting_ && (held_.size() > limits.packets || held_bytes_ > limits.bytes);
   }
 
   // The publisher is gone: no message it announced can still come. Everything held goes on.
@@ -118,6 +138,7 @@ class stream_merge {
     return awaiting_since_ + limit;
   }
   std::size_t held() const noexcept { return held_.size(); }
+  std::size_t held_bytes() const noexcept { return held_bytes_; }
   std::optional<std::uint32_t> last_packet() const noexcept { return last_packet_; }
 
  private:
@@ -131,6 +152,25 @@ class stream_merge {
     }
     last_packet_ = serial;
     return true;
+  }
+
+  // Bytes count where `Held` keeps them (the connection); the simulation's Held keeps none.
+  static std::size_t size_of(const Held& h) noexcept {
+    if constexpr (requires { h.bytes.size(); }) {
+      return h.bytes.size();
+    } else {
+      return 0;
+    }
+  }
+  void push(Held&& h) {
+    held_bytes_ += size_of(h);
+    held_.push_back(std::move(h));
+  }
+  Held pop() {
+    Held h = std::move(held_.front());
+    held_.pop_front();
+    held_bytes_ -= size_of(h);
+    return h;
   }
 
   void on_marker(std::uint32_t serial) {
@@ -148,13 +188,12 @@ class stream_merge {
       Held& h = held_.front();
       if (before && !serial_before(h.serial, *before)) {
         if (h.kind == packet_kind::marker && h.serial == *before) {
-          held_.pop_front();  // the marker of the very message about to be handled
+          pop();  // the marker of the very message about to be handled
           continue;
         }
         break;
       }
-      Held next = std::move(h);
-      held_.pop_front();
+      Held next = pop();
       if (next.kind == packet_kind::marker) {
         on_marker(next.serial);
       } else {
@@ -164,6 +203,7 @@ class stream_merge {
   }
 
   std::deque<Held> held_;
+  std::size_t held_bytes_ = 0;
   std::optional<std::uint32_t> last_packet_;
   std::optional<std::uint32_t> last_unicast_;
   std::optional<std::uint32_t> awaiting_;
