@@ -3,6 +3,7 @@
 #pragma once
 
 #include <mcbus/multicast/admission.hpp>
+#include <mcbus/multicast/join_request.hpp>
 #include <mcbus/multicast/member.hpp>
 #include <mcbus/multicast/protocol.hpp>
 #include <mcbus/multicast/publisher.hpp>

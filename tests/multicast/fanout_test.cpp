@@ -26,29 +26,9 @@ namespace {
 
 class Multicast : public bus_test {
  protected:
-  // A publisher owning `name`, running in its own loop; `pub` is used on that loop only.
-  struct publisher_side {
-    std::unique_ptr<looper> loop;
-    multicast::publisher* pub = nullptr;
-    std::string unique;
-  };
-
+  using publisher_side = mcbus_test::publisher_side;
   void start_publisher(publisher_side& p, const std::string& name, multicast::publisher_options opts = {}) {
-    auto c = connect();
-    ASSERT_TRUE(c) << c.error().message();
-    p.unique = c->unique_name();
-    p.loop = std::make_unique<looper>(std::move(*c));
-    std::shared_ptr<multicast::publisher> made =
-        p.loop->run([&](connection& conn) -> std::shared_ptr<multicast::publisher> {
-          auto owned = conn.request_name(bus_name::from_unchecked(name));
-          if (!owned || *owned != request_name_reply::primary_owner) return nullptr;
-          auto created = multicast::publisher::create(conn, opts);
-          if (!created) return nullptr;
-          return std::shared_ptr<multicast::publisher>(std::move(*created));
-        });
-    ASSERT_TRUE(made);
-    p.pub = made.get();
-    p.loop->keep(std::move(made));
+    mcbus_test::start_publisher(p, connect(), name, std::move(opts));
   }
 
   // A subscriber with one rule, running in its own loop.
@@ -95,11 +75,14 @@ TEST_P(Multicast, EachMemberGetsExactlyItsMatchesInOrder) {
   publisher_side p;
   start_publisher(p, name("org.mcbus.Test.Fanout"));
   const std::string sender = name("org.mcbus.Test.Fanout");
-  subscriber_side a, b, none;
+  subscriber_side a, b, none, iface, other_iface;
   start_subscriber(a, "type='signal',sender='" + sender + "',member='Reading',arg0='a'");
   start_subscriber(b, "type='signal',sender='" + sender + "',member='Other'");
   start_subscriber(none, "type='signal',sender='" + sender + "',arg0='nobody-sends-this'");
-  ASSERT_TRUE(p.loop->wait_for([&] { return p.pub->member_count() == 3u; }));
+  // Rules filed under their interface in the routing index.
+  start_subscriber(iface, "type='signal',sender='" + sender + "',interface='org.mcbus.Sensor1'");
+  start_subscriber(other_iface, "type='signal',sender='" + sender + "',interface='org.mcbus.Nothing1'");
+  ASSERT_TRUE(p.loop->wait_for([&] { return p.pub->member_count() == 5u; }));
 
   constexpr int n = 300;
   const error e = p.loop->run([&](connection&) {
@@ -114,6 +97,7 @@ TEST_P(Multicast, EachMemberGetsExactlyItsMatchesInOrder) {
   ASSERT_FALSE(e) << e.message();
   ASSERT_TRUE(a.loop->wait_for([&] { return a.log->serials.size() >= n / 2; }));
   ASSERT_TRUE(b.loop->wait_for([&] { return b.log->serials.size() >= n / 10; }));
+  ASSERT_TRUE(iface.loop->wait_for([&] { return iface.log->serials.size() >= n + n / 10; }));
   // Everything sent has been written to the sockets: a short turn of the loops settles it.
   ASSERT_TRUE(p.loop->wait_for([&] { return p.pub->queued(a.unique) == 0 && p.pub->queued(none.unique) == 0; }));
   ASSERT_TRUE(a.loop->wait_for([&] { return true; }));
@@ -121,6 +105,8 @@ TEST_P(Multicast, EachMemberGetsExactlyItsMatchesInOrder) {
   EXPECT_EQ(received(a), static_cast<std::size_t>(n / 2));
   EXPECT_EQ(received(b), static_cast<std::size_t>(n / 10));
   EXPECT_EQ(received(none), 0u);
+  EXPECT_EQ(received(iface), static_cast<std::size_t>(n + n / 10));
+  EXPECT_EQ(received(other_iface), 0u);
   a.loop->run([&](connection&) {
     EXPECT_TRUE(a.log->increasing());
     for (const std::string& s : a.log->args) EXPECT_EQ(s, "a");
@@ -131,6 +117,8 @@ TEST_P(Multicast, EachMemberGetsExactlyItsMatchesInOrder) {
   EXPECT_EQ(packets(a, p.unique), static_cast<std::uint64_t>(n / 2));
   EXPECT_EQ(packets(b, p.unique), static_cast<std::uint64_t>(n / 10));
   EXPECT_EQ(packets(none, p.unique), 0u);
+  EXPECT_EQ(packets(iface, p.unique), static_cast<std::uint64_t>(n + n / 10));
+  EXPECT_EQ(packets(other_iface, p.unique), 0u);
 }
 
 // The packet count above is the library's own. Here a connection joins by hand and the test reads

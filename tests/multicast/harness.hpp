@@ -163,6 +163,31 @@ inline bool wait_joined(looper& loop, const std::string& publisher,
   return true;
 }
 
+// A publisher owning `name`, running in its own loop; `pub` is used on that loop only.
+struct publisher_side {
+  std::unique_ptr<looper> loop;
+  mcbus::multicast::publisher* pub = nullptr;
+  std::string unique;
+};
+// Starts it on `conn` (fails the test if the name or the publisher cannot be had).
+inline void start_publisher(publisher_side& p, mcbus::result<mcbus::connection> conn, const std::string& name,
+                            mcbus::multicast::publisher_options opts = {}) {
+  ASSERT_TRUE(conn) << conn.error().message();
+  p.unique = conn->unique_name();
+  p.loop = std::make_unique<looper>(std::move(*conn));
+  std::shared_ptr<mcbus::multicast::publisher> made =
+      p.loop->run([&](mcbus::connection& c) -> std::shared_ptr<mcbus::multicast::publisher> {
+        auto owned = c.request_name(mcbus::bus_name::from_unchecked(name));
+        if (!owned || *owned != mcbus::request_name_reply::primary_owner) return nullptr;
+        auto created = mcbus::multicast::publisher::create(c, std::move(opts));
+        if (!created) return nullptr;
+        return std::shared_ptr<mcbus::multicast::publisher>(std::move(*created));
+      });
+  ASSERT_TRUE(made) << "cannot own " << name << " or make a publisher there";
+  p.pub = made.get();
+  p.loop->keep(std::move(made));
+}
+
 // A Join made by hand, as any D-Bus client could make it (docs/multicast-protocol.md), so that
 // the test owns the socket and no mcbus member code ever reads it.
 struct hand_joined {

@@ -23,16 +23,20 @@
 #include <mcbus/connection.hpp>
 #include <mcbus/match.hpp>
 #include <mcbus/multicast/admission.hpp>
+#include <mcbus/multicast/join_request.hpp>
 #include <mcbus/multicast/protocol.hpp>
 #include <mcbus/multicast/route.hpp>
 #include <mcbus/multicast/routing.hpp>
 
 #include <linux/filter.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <map>
@@ -59,7 +63,13 @@ struct publisher_options {
   // up to block_timeout; then that member is served over the bus.
   std::size_t quota_messages = 4096;
   std::chrono::milliseconds block_timeout{5000};
+  // Members in all, and per uid. Each member costs the publisher one fd, so the total is also
+  // bounded by the soft RLIMIT_NOFILE less `fd_reserve` (read at each Join): a Join past it is
+  // refused with TooManyMembers instead of failing everyone's Join with EMFILE. dbus-daemon's
+  // system bus allows 256 connections per user.
   std::size_t max_members = 4096;
+  std::size_t max_members_per_uid = 256;
+  std::size_t fd_reserve = 64;
   // What one Join may carry, checked on the wire before anything is allocated for it, and before
   // the caller's credentials are asked for. dbus-daemon's system bus allows 512 match rules per
   // connection; a rule is at most 1024 bytes there.
@@ -86,8 +96,9 @@ struct publisher_stats {
   std::uint64_t markers = 0;
   std::uint64_t backpressure = 0;  // times a member's socket was found full
   std::uint64_t lost = 0;          // packets discarded under overflow_policy::drop (each one reported)
-  std::uint64_t joins = 0;
-  std::uint64_t denied = 0;
+  std::uint64_t joins = 0;         // Joins answered with a socket
+  std::uint64_t denied = 0;        // refused by the admission policy, or for eavesdropping
+  std::uint64_t refused_full = 0;  // refused with TooManyMembers (a limit above, or out of fds)
   std::uint64_t replayed = 0;  // signals replayed to members that followed a name here (join_replay)
 };
 
@@ -228,6 +239,7 @@ class basic_publisher {
   struct member {
     std::string name;
     std::uint32_t id = 0;
+    std::optional<std::uint32_t> uid;  // from the bus, for max_members_per_uid
     unix_fd socket;
     std::vector<match_rule> rules;  // what it asked for, restricted by the admission policy
     // A re-join, taken up once no chain is in flight on the old socket: its socket (our end and
@@ -299,12 +311,11 @@ class basic_publisher {
   void on_join(method_call& call) {
     const std::string sender(call.sender());
     deferred_reply reply = call.defer();
-    std::vector<std::string> texts;
-    std::uint32_t flags = 0;
-    if (auto refused = read_join(call.message(), texts, flags)) return reply.fail(std::move(*refused));
-    if (!members_.count(sender) && members_.size() >= opts_.max_members) {
-      return reply.fail(call_error(errors::too_many_members, "this publisher has as many members as it takes"));
-    }
+    auto request = read_join_request(call.message(), {opts_.max_rules_per_member, opts_.max_join_bytes});
+    if (!request) return reply.fail(std::move(request.error()));
+    const std::uint32_t flags = request->flags;
+    std::vector<std::string> texts = std::move(request->rules);
+    if (auto full = over_member_limit(sender)) return reply.fail(std::move(*full));
     message ask = message::method_call(bus_service, bus_path, bus_interface, "GetConnectionCredentials");
     ask.append(std::string_view(sender));
     auto alive = alive_;
@@ -317,32 +328,29 @@ class basic_publisher {
     if (e) reply.fail(call_error(errors::failed, e.message()));
   }
 
-  // The Join body (as rules, u flags), counted before it is copied: a caller that sends more
-  // rules or bytes than the options allow is refused at once.
-  std::optional<call_error> read_join(const message_view& m, std::vector<std::string>& texts,
-                                      std::uint32_t& flags) const {
-    reader r = m.body();
-    std::size_t count = 0, bytes = 0;
-    const reader::array_cursor all = r.open_array("s");
-    while (r.in_array(all)) {
-      const std::string_view t = r.get_string();
-      bytes += t.size();
-      if (++count > opts_.max_rules_per_member || bytes > opts_.max_join_bytes) {
-        return call_error(errors::invalid_rules, "Join carries more than " +
-                                                     std::to_string(opts_.max_rules_per_member) + " rules or " +
-                                                     std::to_string(opts_.max_join_bytes) + " bytes of them");
-      }
+  // The total: max_members, and what the fd limit leaves after the reserve. Checked before the
+  // credentials are asked for, and again when the socket is made (Joins overlap).
+  std::optional<call_error> over_member_limit(const std::string& sender) {
+    if (members_.count(sender)) return std::nullopt;  // a re-join replaces its socket
+    std::size_t limit = opts_.max_members;
+    rlimit nofile{};
+    if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
+      const auto soft = static_cast<std::size_t>(nofile.rlim_cur);
+      limit = std::min(limit, soft > opts_.fd_reserve ? soft - opts_.fd_reserve : 0);
     }
-    r.close_array(all);
-    flags = r.get_fixed<std::uint32_t>();
-    if (!r) return call_error(errors::invalid_rules, "a bad Join body: " + r.err().message());
-    if (count == 0) return call_error(errors::invalid_rules, "Join needs at least one rule");
-    if (flags & ~known_join_flags) return call_error(errors::unsupported_flags, "unknown Join flags");
-    reader again = m.body();
-    const reader::array_cursor list = again.open_array("s");
-    texts.reserve(count);
-    while (again.in_array(list)) texts.emplace_back(again.get_string());
-    return std::nullopt;
+    if (members_.size() < limit) return std::nullopt;
+    ++stats_.refused_full;
+    return call_error(errors::too_many_members,
+                      "this publisher has as many members as it takes (" + std::to_string(limit) + ")");
+  }
+  std::optional<call_error> over_uid_limit(const std::string& sender, const credentials& creds) {
+    if (!creds.uid || members_.count(sender)) return std::nullopt;
+    const auto same = static_cast<std::size_t>(
+        std::ranges::count_if(members_, [&](const auto& kv) { return kv.second.uid == creds.uid; }));
+    if (same < opts_.max_members_per_uid) return std::nullopt;
+    ++stats_.refused_full;
+    return call_error(errors::too_many_members, "uid " + std::to_string(*creds.uid) + " has " +
+                                                    std::to_string(same) + " members, as many as it may");
   }
 
   // A rule in an error message, cut short: the caller sent it, and needs no more than its start.
@@ -388,7 +396,8 @@ class basic_publisher {
                                                                 ": eavesdropping (eavesdrop='true', or a destination "
                                                                 "other than the member) needs the policy's consent"));
       }
-      rules.push_back(std::move(*r));
+      // A rule given twice is kept once: each one left is tested on the signals it is filed under.
+      if (std::ranges::find(rules, *r) == rules.end()) rules.push_back(std::move(*r));
     }
     if (verdict.decision == admission::verdict::restrict) {
       std::vector<match_rule> narrowed;
@@ -401,9 +410,14 @@ class basic_publisher {
       }
       rules = std::move(narrowed);
     }
+    if (auto full = over_member_limit(sender)) return reply.fail(std::move(*full));
+    if (auto full = over_uid_limit(sender, creds)) return reply.fail(std::move(*full));
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
-      return reply.fail(call_error(errors::failed, "socketpair failed"));
+      const int err = errno;
+      if (err == EMFILE || err == ENFILE) ++stats_.refused_full;
+      return reply.fail(call_error(err == EMFILE || err == ENFILE ? errors::too_many_members : errors::failed,
+                                   std::string("no socket for the member: ") + std::strerror(err)));
     }
     unix_fd mine(sv[0]), theirs(sv[1]);
     if (error e = attach_filter(theirs.get(), sender, rules))
@@ -428,7 +442,7 @@ class basic_publisher {
     std::vector<const recorded*> replay;
     if (wants_replay) replay = select_replay(rules);
     send_join_reply(reply, theirs, wants_replay, replay.empty() ? 0 : replay.back()->serial);
-    member& m = install(sender, std::move(mine), std::move(rules));
+    member& m = install(sender, std::move(mine), std::move(rules), creds.uid);
     if (replay.empty()) return;
     if (std::ranges::any_of(bus_fifo_, [this](const bus_slot& b) { return b.serial == join_reply_serial_; })) {
       m.awaiting_reply = join_reply_serial_;
@@ -564,9 +578,11 @@ class basic_publisher {
     return {};
   }
 
-  member& install(const std::string& name, unix_fd socket, std::vector<match_rule> rules) {
+  member& install(const std::string& name, unix_fd socket, std::vector<match_rule> rules,
+                  std::optional<std::uint32_t> uid) {
     member& m = members_[name];
     m.name = name;
+    m.uid = uid;
     m.id = ++next_id_;
     m.route = member_route<entry>(opts_.policy);
     by_id_[m.id] = &m;

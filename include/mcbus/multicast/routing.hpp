@@ -2,9 +2,10 @@
 //
 // A publisher must send each signal only to the members whose rules can match it; testing every
 // rule of every member on every signal costs O(members). The index files each rule under its most
-// selective key (arg0, an arg0namespace prefix, the path, or the member name) so that a signal
-// looks up only the rules that could match it, and then tests those exactly. Rules with none of
-// those keys are tested for every signal.
+// selective key (arg0, an arg0namespace prefix, the path, the member name, or the interface) so
+// that a signal looks up only the rules that could match it, and then tests those exactly. Rules
+// with none of those keys are tested for every signal: at most publisher_options::
+// max_rules_per_member of them per member (bench/routing.cpp measures what they cost).
 #pragma once
 
 #include <mcbus/match.hpp>
@@ -31,6 +32,7 @@ class routing_index {
     arg0_namespace_.clear();
     path_.clear();
     member_.clear();
+    interface_.clear();
     any_.clear();
   }
 
@@ -41,6 +43,7 @@ class routing_index {
     }
     if (auto p = rule.path()) return path_[std::string(*p)].push_back(r);
     if (auto m = rule.member()) return member_[std::string(*m)].push_back(r);
+    if (auto i = rule.interface()) return interface_[std::string(*i)].push_back(r);
     any_.push_back(r);
   }
 
@@ -50,6 +53,7 @@ class routing_index {
     for (const route& r : any_) fn(r);
     const message_header& h = m.header();
     visit(member_, h.member, fn);
+    visit(interface_, h.interface, fn);
     visit(path_, h.path, fn);
     if (arg0_.empty() && arg0_namespace_.empty()) return;
     if (h.signature.empty() || h.signature[0] != 's') return;
@@ -83,6 +87,7 @@ class routing_index {
   table arg0_namespace_;
   table path_;
   table member_;
+  table interface_;
   std::vector<route> any_;
 };
 
