@@ -24,6 +24,8 @@
 #include <string>
 #include <vector>
 
+#include "test_bus.hpp"  // the private dbus-broker recipe
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -347,21 +349,13 @@ TEST(DbusBroker, ExternalWithFdNegotiation) {
                          " \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n<busconfig>\n"
                          "  <type>session</type>\n"
                       << policy << "\n</busconfig>\n";
-  const std::string script =
-      "set -e\n"
-      "mount -t tmpfs tmpfs /run\n"
-      "mkdir -p /run/systemd/journal\n"
-      "/usr/bin/python3 -c 'import socket\n"
-      "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
-      "s.bind(\"/run/systemd/journal/socket\")\n"
-      "while True: s.recv(65536)' >/dev/null &\n"
-      "while [ ! -S /run/systemd/journal/socket ]; do sleep 0.02; done\n"
+  const std::string script = std::string("set -e\n") + mcbus_test::private_broker_setup() +
       "echo namespace-ready\n"
       "exec systemd-socket-activate -l \"$1\" -E DBUS_SESSION_BUS_ADDRESS=unix:path=\"$1\" "
       "dbus-broker-launch --scope user --config-file \"$2\" >/dev/null\n";
   child broker;
   ASSERT_TRUE(broker.start({"unshare", "--mount", "--propagation", "private", "--fork", "--pid", "--kill-child", "sh",
-                            "-c", script, "sh", sock.string(), conf.string()}));
+                            "-c", script, "sh", sock.string(), conf.string(), dir.string()}));
   const auto deadline = clock_type::now() + deadline_after;
   std::string line;
   while ((line = broker.read_line(deadline)) != "namespace-ready")

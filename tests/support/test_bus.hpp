@@ -90,6 +90,27 @@ inline std::string bus_config(const std::string& listen) {
   return c;
 }
 
+// The part of the dbus-broker recipe that runs first inside the private mount namespace, as sh
+// lines: a tmpfs on /run, a journal socket there, and a machine id where the machine has none
+// ($3 is a scratch directory). dbus-broker-launch fails with ENOENT without /etc/machine-id,
+// which a fresh chroot or container may lack; the machine itself is left untouched.
+inline const char* private_broker_setup() {
+  return
+           "mount -t tmpfs tmpfs /run\n"
+           "if [ ! -s /etc/machine-id ]; then\n"
+           "  mkdir -p \"$3/etc\"\n"
+           "  tr -d - </proc/sys/kernel/random/uuid >\"$3/etc/machine-id\"\n"
+           "  if [ -e /etc/machine-id ]; then mount --bind \"$3/etc/machine-id\" /etc/machine-id\n"
+           "  else mount -t overlay overlay -o lowerdir=\"$3/etc\":/etc /etc; fi\n"
+           "fi\n"
+           "mkdir -p /run/systemd/journal\n"
+           "/usr/bin/python3 -c 'import socket\n"
+           "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+           "s.bind(\"/run/systemd/journal/socket\")\n"
+           "while True: s.recv(65536)' &\n"
+           "while [ ! -S /run/systemd/journal/socket ]; do sleep 0.01; done\n";
+}
+
 class test_bus {
  public:
   // Starts a bus, or returns null with `why` saying what is missing.
@@ -154,8 +175,10 @@ class test_bus {
     return true;
   }
 
-  // dbus-broker needs systemd-style socket activation and a journal socket to log to. Both are
-  // provided inside a private mount and pid namespace; killing unshare takes the tree down.
+  // dbus-broker needs systemd-style socket activation, a journal socket to log to, and a machine
+  // id (dbus-broker-launch fails with ENOENT without /etc/machine-id, which a fresh chroot or
+  // container may lack). All are provided inside a private mount and pid namespace, leaving the
+  // machine untouched; killing unshare takes the tree down.
   bool start_broker(std::string& why) {
     for (const char* p :
          {"/usr/bin/dbus-broker-launch", "/usr/bin/systemd-socket-activate", "/usr/bin/unshare", "/usr/bin/python3"}) {
@@ -168,26 +191,33 @@ class test_bus {
     std::ofstream(conf) << bus_config("");
     const std::string script = dir_ + "/run.sh";
     std::ofstream(script)
-        << "set -e\n"
-           "mount -t tmpfs tmpfs /run\n"
-           "mkdir -p /run/systemd/journal\n"
-           "/usr/bin/python3 -c 'import socket\n"
-           "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
-           "s.bind(\"/run/systemd/journal/socket\")\n"
-           "while True: s.recv(65536)' &\n"
-           "while [ ! -S /run/systemd/journal/socket ]; do sleep 0.01; done\n"
+        << "set -e\n" << private_broker_setup()
+        <<
            "exec /usr/bin/systemd-socket-activate -l \"$1\" -E DBUS_SESSION_BUS_ADDRESS=unix:path=\"$1\" "
            "/usr/bin/dbus-broker-launch --scope user --config-file \"$2\"\n";
     pid_ = spawn({"/usr/bin/unshare", "--mount", "--propagation", "private", "--fork", "--pid", "--kill-child",
-                  "/bin/sh", script, socket_, conf},
+                  "/bin/sh", script, socket_, conf, dir_},
                  dir_ + "/log");
     if (pid_ < 0 || !wait_for_socket(socket_, std::chrono::seconds(20), pid_)) {
-      why = "dbus-broker did not start (unshare may be refused here): " + log();
+      why = "dbus-broker did not start (" + first_error() + ")";
       return false;
     }
     ::chmod(socket_.c_str(), 0666);  // systemd-socket-activate makes it 0755: let other users in
     address_ = "unix:path=" + socket_;
     return true;
+  }
+
+  // The line of the log that says what went wrong: the first error, else the last line.
+  std::string first_error() const {
+    std::ifstream in(dir_ + "/log");
+    std::string line, last;
+    while (std::getline(in, line)) {
+      if (line.find("ERROR") != std::string::npos || line.find("unshare:") != std::string::npos ||
+          line.find("mount:") != std::string::npos)
+        return line;
+      if (!line.empty()) last = line;
+    }
+    return last.empty() ? "no output" : last;
   }
 
   std::string log() const {

@@ -142,11 +142,17 @@ start_bus() {
     export DBUS_SESSION_BUS_ADDRESS=unix:path=$sock
     setsid unshare --mount --propagation private --fork --pid --kill-child bash -c '
       mount -t tmpfs tmpfs /run/systemd 2>/dev/null || { mkdir -p /run/systemd; mount -t tmpfs tmpfs /run/systemd; }
+      # dbus-broker-launch needs a machine id (tests/support/test_bus.hpp says why).
+      if [ ! -s /etc/machine-id ]; then
+        mkdir -p "$3/etc"; tr -d - </proc/sys/kernel/random/uuid >"$3/etc/machine-id"
+        if [ -e /etc/machine-id ]; then mount --bind "$3/etc/machine-id" /etc/machine-id
+        else mount -t overlay overlay -o lowerdir="$3/etc":/etc /etc; fi
+      fi
       mkdir -p /run/systemd/journal
       /usr/bin/python3 -c "import socket,time; s=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM); s.bind(\"/run/systemd/journal/socket\"); time.sleep(1e9)" &
       for i in $(seq 500); do [ -S /run/systemd/journal/socket ] && break; sleep 0.01; done
       exec systemd-socket-activate -l "$1" -E DBUS_SESSION_BUS_ADDRESS=unix:path="$1" dbus-broker-launch --scope user --config-file "$2"' \
-      broker "$sock" "$RUN/bus.conf" >"$RUN/broker.log" 2>&1 </dev/null &
+      broker "$sock" "$RUN/bus.conf" "$RUN" >"$RUN/broker.log" 2>&1 </dev/null &
     BROKER_PID=$!
   fi
   for i in $(seq 100); do  # up to 10 s for the bus to answer
