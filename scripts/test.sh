@@ -16,14 +16,16 @@ stage() { printf '\n==== %s  [%dm%02ds]\n' "$*" $(((SECONDS - started) / 60)) $(
 # Runs ctest quietly; prints its summary, or the whole log when something failed.
 run_ctest() {  # run_ctest BUILD_DIR
   local log="$1/ctest.log"
-  if ! ctest --test-dir "$1" -j"$jobs" --output-on-failure --timeout 600 >"$log" 2>&1; then
+  if ! ctest --test-dir "$1" -j"$jobs" --output-on-failure --timeout 600 --output-junit "$root/$1/junit.xml" \
+    >"$log" 2>&1; then
     grep -v -E '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .* Passed' "$log" | tail -n 300
     echo "mcbus: tests failed in $1 (full log: $log)" >&2
     grep -E '^[0-9]+% tests passed' "$log" || true
     exit 1
   fi
-  # What did not run (each test's log says why), then ctest's summary line, last.
+  # What did not run, and why (from each test's own skip message), then ctest's summary line, last.
   sed -n '/^The following tests did not run:/,/^$/p' "$log"
+  python3 "$root/scripts/skip-summary.py" "$root/$1/junit.xml"
   grep -E '^[0-9]+% tests passed' "$log"
 }
 configure() {  # configure BUILD_DIR [cmake args...]

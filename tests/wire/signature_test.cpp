@@ -68,7 +68,9 @@ TEST(Signature, ThirtyTwoStructsAtMost) {
 TEST(Signature, ArraysAndStructsCountSeparately) {
   // 32 arrays plus 32 structs: 64 containers, each kind within its own limit.
   EXPECT_FALSE(validate_signature(repeat("a(", 32) + "y" + repeat(")", 32)));
-  expect_bad("a" + repeat("a(", 32) + "y" + repeat(")", 32), errc::bad_signature, 63);
+  // Built by appending: `"a" + std::string` inserts at the front, where g++ 12 at -O3 warns
+  // falsely (-Wrestrict, GCC bug 105329).
+  expect_bad(repeat("a", 1) + repeat("a(", 32) + "y" + repeat(")", 32), errc::bad_signature, 63);
   expect_bad(repeat("a(", 32) + "(y)" + repeat(")", 32), errc::bad_signature, 64);
 }
 
