@@ -1415,7 +1415,7 @@ class basic_connection {
     if (!m) return;
     if (bytes.size() > m->max_packet) {
       return group_broken(s, publisher,
-                          error(errc::message_too_long, error::no_offset,
+                          error(errc::invalid_argument, error::no_offset,
                                 "multicast packet larger than the max_packet its publisher announced"));
     }
     auto v = message_view::parse(bytes);

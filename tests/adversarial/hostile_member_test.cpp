@@ -288,4 +288,64 @@ TEST_P(HostileMember, MembersCannotFillThePublishersFdTable) {
   ::setrlimit(RLIMIT_NOFILE, &nofile);
 }
 
+// Found by a docs-only attacker (helper-4): one connection sends Joins back to back, each with
+// 511 rules (about 64 KiB), and never reads the replies. Each Join used to be kept while the
+// caller's credentials were asked for: 6000 of them took the publisher to 338 MB and 584 fds. Now
+// a caller has one Join in flight at a time (max_joins_in_flight in all); the others are refused
+// with LimitsExceeded at once, and an honest member still joins meanwhile.
+TEST_P(HostileMember, JoinsSentBackToBackAreRefusedWhileOneIsAnswered) {
+  const std::string wk = name("org.mcbus.Adversarial.BackToBack");
+  const std::string address = bus_->address();
+  attacker child([&](auto hold) {
+    auto c = connection::open(address);
+    if (!c) return 50;
+    std::vector<std::string> rules;
+    for (int i = 0; i < 511; ++i) rules.push_back("type='signal',arg0='" + std::string(90, 'a') + std::to_string(i) + "'");
+    for (int i = 0; i < 3000; ++i) {
+      message join = message::method_call(bus_name::from_unchecked(wk), "/org/mcbus/Multicast1",
+                                          "org.mcbus.Multicast1", "Join");
+      join.append(rules, std::uint32_t{0});
+      if (!c->send(std::move(join))) return 51;
+      if (i % 64 == 63 && c->flush()) return 52;  // written out; the replies are never read
+    }
+    if (c->flush()) return 53;
+    return hold() ? 0 : 54;
+  });
+  ASSERT_TRUE(child.started());
+
+  publisher_side p;
+  start_publisher(p, wk, {});
+  ASSERT_TRUE(mcbus_test::reset_peak_rss()) << "/proc/self/clear_refs refused";
+  const long before = mcbus_test::peak_rss_kib();
+  const int fds_before = mcbus_test::open_fds();
+  child.go();
+  ASSERT_TRUE(child.wait_ready()) << "the attacker exited early: code " << child.finish();
+  // Every Join has been answered (or refused) once the publisher has seen them all.
+  ASSERT_TRUE(p.loop->wait_for(
+      [&] { return p.pub->stats().joins + p.pub->stats().refused_busy >= 3000; }, std::chrono::seconds(120)))
+      << p.loop->run([&](connection&) { return p.pub->stats().joins + p.pub->stats().refused_busy; }) << " of 3000";
+
+  // An honest member joins, and gets what is emitted.
+  auto c = connect();
+  ASSERT_TRUE(c) << c.error().message();
+  auto log = std::make_shared<mcbus_test::received_log>();
+  looper honest(std::move(*c));
+  ASSERT_EQ(mcbus_test::subscribe_logging(honest, "type='signal',sender='" + wk + "',interface='org.example.Adversarial'",
+                                          log),
+            "");
+  ASSERT_TRUE(mcbus_test::wait_joined(honest, p.unique));
+  (void)emit_ticks(p, 20);
+  ASSERT_TRUE(honest.wait_for([&] { return log->serials.size() == 20; }, std::chrono::seconds(30)))
+      << count(honest, log) << " of 20";
+  const long peak = mcbus_test::peak_rss_kib();
+  const int fds = mcbus_test::open_fds();
+  const auto busy = p.loop->run([&](connection&) { return p.pub->stats().refused_busy; });
+  std::printf("peak RSS %ld KiB (%ld before), fds %d (%d before), %llu Joins refused as in flight\n", peak, before,
+              fds, fds_before, static_cast<unsigned long long>(busy));
+  EXPECT_LT(peak - before, 48 * 1024);
+  EXPECT_LE(fds - fds_before, 8);
+  EXPECT_GT(busy, 0u);
+  EXPECT_EQ(child.finish(), 0);
+}
+
 }  // namespace

@@ -102,7 +102,11 @@ std::vector<mcbus_test::tsv_row> read_tsv_with_cr(const std::filesystem::path& p
   for (std::size_t i = 0; i < rows.size() && i < lines.size(); ++i) {
     if (lines[i].find("\\r") == std::string::npos) continue;
     std::string fixed = lines[i];
-    for (std::size_t at = 0; (at = fixed.find("\\r", at)) != std::string::npos;) fixed.replace(at, 2, "\x01");
+    // In place, not with replace(): g++ 12 at -O3 warns falsely on that one (-Wrestrict).
+    for (std::size_t at = 0; (at = fixed.find("\\r", at)) != std::string::npos;) {
+      fixed[at] = '\x01';
+      fixed.erase(at + 1, 1);
+    }
     mcbus_test::tsv_row row;
     for (std::size_t start = 0;;) {
       const std::size_t tab = fixed.find('\t', start);

@@ -42,6 +42,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -70,6 +71,10 @@ struct publisher_options {
   std::size_t max_members = 4096;
   std::size_t max_members_per_uid = 256;
   std::size_t fd_reserve = 64;
+  // Joins being answered at once (waiting for the caller's credentials, or for a re-join to take
+  // effect): one per caller, and this many in all. More are refused with LimitsExceeded at once,
+  // so that Joins sent back to back cost the publisher neither memory nor its loop.
+  std::size_t max_joins_in_flight = 64;
   // What one Join may carry, checked on the wire before anything is allocated for it, and before
   // the caller's credentials are asked for. dbus-daemon's system bus allows 512 match rules per
   // connection; a rule is at most 1024 bytes there.
@@ -99,6 +104,7 @@ struct publisher_stats {
   std::uint64_t joins = 0;         // Joins answered with a socket
   std::uint64_t denied = 0;        // refused by the admission policy, or for eavesdropping
   std::uint64_t refused_full = 0;  // refused with TooManyMembers (a limit above, or out of fds)
+  std::uint64_t refused_busy = 0;  // refused with LimitsExceeded (max_joins_in_flight)
   std::uint64_t replayed = 0;  // signals replayed to members that followed a name here (join_replay)
 };
 
@@ -316,16 +322,33 @@ class basic_publisher {
     const std::uint32_t flags = request->flags;
     std::vector<std::string> texts = std::move(request->rules);
     if (auto full = over_member_limit(sender)) return reply.fail(std::move(*full));
+    if (auto busy = joins_in_flight(sender)) return reply.fail(std::move(*busy));
+    asking_.insert(sender);
     message ask = message::method_call(bus_service, bus_path, bus_interface, "GetConnectionCredentials");
     ask.append(std::string_view(sender));
     auto alive = alive_;
     const error e = conn_.call_async(std::move(ask), [this, alive, sender, flags, texts = std::move(texts),
                                                       reply = std::move(reply)](call_result<message_view> r) mutable {
       if (!*alive) return;
+      asking_.erase(sender);
       if (!r) return reply.fail(call_error(errors::failed, "no credentials for the caller: " + r.error().message()));
       admit(sender, read_credentials(sender, *r), texts, std::move(reply), flags);
     });
-    if (e) reply.fail(call_error(errors::failed, e.message()));
+    if (e) {
+      asking_.erase(sender);
+      reply.fail(call_error(errors::failed, e.message()));
+    }
+  }
+
+  // A caller with a Join still being answered (its credentials asked for, or its re-join waiting
+  // to take effect) gets no second one; nor does anyone while max_joins_in_flight are.
+  std::optional<call_error> joins_in_flight(const std::string& sender) {
+    auto it = members_.find(sender);
+    const bool pending = asking_.count(sender) || (it != members_.end() && it->second.next_socket);
+    if (!pending && asking_.size() < opts_.max_joins_in_flight) return std::nullopt;
+    ++stats_.refused_busy;
+    return call_error(dbus_error::limits_exceeded, pending ? "a Join of yours is still being answered"
+                                                           : "too many Joins are being answered; try again");
   }
 
   // The total: max_members, and what the fd limit leaves after the reserve. Checked before the
@@ -884,10 +907,10 @@ class basic_publisher {
   std::size_t unwritten_ = 0;  // members whose packets are not all written yet
   std::deque<retired_socket> retired_;
   std::uint32_t next_id_ = 0;
+  std::set<std::string, std::less<>> asking_;  // callers whose credentials are being asked for
   bool replying_join_ = false;
-  std::uint32_t join_reply_serial_ = 0;
-  std::size_t awaiting_replies_ = 0;  // members whose stream waits for their Join reply to leave  // the serial of the
-                                      // last Join reply sent (or held in the FIFO)
+  std::uint32_t join_reply_serial_ = 0;  // the serial of the last Join reply sent (or held in the FIFO)
+  std::size_t awaiting_replies_ = 0;     // members whose stream waits for their Join reply to leave
   std::deque<recorded> record_;       // what was emitted since the publisher started or took a name
   std::size_t record_bytes_ = 0;
   clock::time_point record_until_{};
