@@ -5,7 +5,8 @@
 // /org/mcbus/Multicast1, waits for the first member, then emits org.example.Trial1.Tick
 // (s "tick", t seq, t mono_ns) N times. Each Tick goes once on the bus (an honest bus copy, what
 // a bus-only listener sees) and, as a packet (a whole D-Bus signal message with our unique name
-// as SENDER and a serial from our sequence), to the member's socket, misbehaving by mode:
+// as SENDER), to the member's socket, both with the same serial from our sequence, as the
+// protocol requires; the packets misbehave by mode:
 //   --mode=a  the socket handed back is SOCK_STREAM, not SOCK_SEQPACKET
 //   --mode=b  every packet is written twice (duplicate serials)
 //   --mode=c  packets are written out of serial order (each pair swapped)
@@ -141,7 +142,8 @@ int main(int argc, char** argv) {
     const bool oversize = mode == 'd' && seq == count / 2;
     mcbus::message p = oversize ? tick(seq, now, "tick" + std::string(70000, 'x')) : tick(seq, now);
     p.set_sender(mcbus::bus_name::from_unchecked(conn.unique_name()));
-    p.set_serial(conn.allocate_serial());
+    const std::uint32_t serial = conn.allocate_serial();
+    p.set_serial(serial);
     if (mcbus::error e = p.seal()) return std::fprintf(stderr, "fake_publisher: seal: %s\n", e.message().c_str()), 1;
     if (mode == 'c' && !holding) {
       held = std::move(p);
@@ -151,8 +153,10 @@ int main(int argc, char** argv) {
       if (mode == 'b') write_packet(p);
       if (holding) write_packet(held), holding = false;
     }
-    if (auto sent = conn.emit(tick(seq, now)); !sent)  // the honest bus copy
-      return std::fprintf(stderr, "fake_publisher: emit: %s\n", sent.error().message().c_str()), 1;
+    mcbus::message copy = tick(seq, now);  // the honest bus copy, with the packet's serial
+    copy.set_serial(serial);
+    if (auto sent = conn.send_unhooked(std::move(copy)); !sent)
+      return std::fprintf(stderr, "fake_publisher: send: %s\n", sent.error().message().c_str()), 1;
     (void)conn.run_for(2ms);
   }
   if (holding) write_packet(held);
