@@ -146,6 +146,21 @@ class HostileMember : public bus_test {
   static std::size_t count(looper& l, const std::shared_ptr<mcbus_test::received_log>& log) {
     return l.run([&](connection&) { return log->serials.size(); });
   }
+  // An honest member joins `wk`'s group and gets all of 20 Ticks, some of them by packet.
+  void honest_member_gets_everything(publisher_side& p, const std::string& wk) {
+    auto c = connect();
+    ASSERT_TRUE(c) << c.error().message();
+    auto log = std::make_shared<mcbus_test::received_log>();
+    looper honest(std::move(*c));
+    ASSERT_EQ(mcbus_test::subscribe_logging(
+                  honest, "type='signal',sender='" + wk + "',interface='org.example.Adversarial'", log),
+              "");
+    ASSERT_TRUE(mcbus_test::wait_joined(honest, p.unique));
+    (void)emit_ticks(p, 20);
+    ASSERT_TRUE(honest.wait_for([&] { return log->serials.size() == 20; }, std::chrono::seconds(30)))
+        << count(honest, log) << " of 20";
+    EXPECT_GT(mcbus_test::group_packets(honest, p.unique), 0u);
+  }
 };
 MCBUS_ALL_BUSES_AND_TRANSPORTS(HostileMember);
 
@@ -219,18 +234,7 @@ TEST_P(HostileMember, OneUidGetsNoMoreThanItsShareOfMembers) {
   EXPECT_LE(mcbus_test::open_fds() - fds_before, 4 + 2);  // one per member, and room for a call's fds
 
   // An honest member of another uid still joins, and gets what is emitted.
-  auto c = connect();
-  ASSERT_TRUE(c) << c.error().message();
-  auto log = std::make_shared<mcbus_test::received_log>();
-  looper honest(std::move(*c));
-  ASSERT_EQ(mcbus_test::subscribe_logging(honest, "type='signal',sender='" + wk + "',interface='org.example.Adversarial'",
-                                          log),
-            "");
-  ASSERT_TRUE(mcbus_test::wait_joined(honest, p.unique));
-  (void)emit_ticks(p, 20);
-  ASSERT_TRUE(honest.wait_for([&] { return log->serials.size() == 20; }, std::chrono::seconds(30)))
-      << count(honest, log) << " of 20";
-  EXPECT_GT(mcbus_test::group_packets(honest, p.unique), 0u);
+  honest_member_gets_everything(p, wk);
   EXPECT_EQ(child.finish(), 0) << "joined/refused counts in the code: 30 + 5*joined + refused";
 }
 
@@ -325,18 +329,7 @@ TEST_P(HostileMember, JoinsSentBackToBackAreRefusedWhileOneIsAnswered) {
       [&] { return p.pub->stats().joins + p.pub->stats().refused_busy >= 3000; }, std::chrono::seconds(120)))
       << p.loop->run([&](connection&) { return p.pub->stats().joins + p.pub->stats().refused_busy; }) << " of 3000";
 
-  // An honest member joins, and gets what is emitted.
-  auto c = connect();
-  ASSERT_TRUE(c) << c.error().message();
-  auto log = std::make_shared<mcbus_test::received_log>();
-  looper honest(std::move(*c));
-  ASSERT_EQ(mcbus_test::subscribe_logging(honest, "type='signal',sender='" + wk + "',interface='org.example.Adversarial'",
-                                          log),
-            "");
-  ASSERT_TRUE(mcbus_test::wait_joined(honest, p.unique));
-  (void)emit_ticks(p, 20);
-  ASSERT_TRUE(honest.wait_for([&] { return log->serials.size() == 20; }, std::chrono::seconds(30)))
-      << count(honest, log) << " of 20";
+  honest_member_gets_everything(p, wk);
   const long peak = mcbus_test::peak_rss_kib();
   const int fds = mcbus_test::open_fds();
   const auto busy = p.loop->run([&](connection&) { return p.pub->stats().refused_busy; });
