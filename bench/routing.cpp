@@ -45,7 +45,8 @@ void BM_Route(benchmark::State& state) {
       auto r = match_rule::parse(rule_text(s, m, k));
       if (!r) return state.SkipWithError("bad rule");
       all[static_cast<std::size_t>(m)].push_back(std::move(*r));
-      index.add({static_cast<std::uint32_t>(m), static_cast<std::uint32_t>(k)}, all[static_cast<std::size_t>(m)].back());
+      index.add({static_cast<std::uint32_t>(m), static_cast<std::uint32_t>(k)},
+                all[static_cast<std::size_t>(m)].back());
     }
   }
   message sig = message::signal("/org/example/Sensor", "org.example.Sensor1", "Reading");

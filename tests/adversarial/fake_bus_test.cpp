@@ -59,8 +59,7 @@ class FakeBus : public mcbus_test::raw_peer_test {
     for (int fd : fds) ::close(fd);
   }
 };
-INSTANTIATE_TEST_SUITE_P(Transports, FakeBus,
-                         testing::Values(transport_choice::uring, transport_choice::poll),
+INSTANTIATE_TEST_SUITE_P(Transports, FakeBus, testing::Values(transport_choice::uring, transport_choice::poll),
                          mcbus_test::transport_param_name);
 
 // Issue 11, attack 6: while the connection waits for a reply, a peer floods it with 512 MB. The

@@ -128,7 +128,8 @@ class HostileMember : public bus_test {
     for (int i = 0; i < count; ++i) {
       p.loop->run([&](connection&) { return static_cast<bool>(p.pub->emit(tick(static_cast<std::uint64_t>(i)))); });
       const auto now = std::chrono::steady_clock::now();
-      longest = std::max(longest, static_cast<long>(std::chrono::duration_cast<std::chrono::milliseconds>(now - last).count()));
+      longest = std::max(longest,
+                         static_cast<long>(std::chrono::duration_cast<std::chrono::milliseconds>(now - last).count()));
       last = now;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));  // the emit rate, not a wait for anything
     }
@@ -173,8 +174,8 @@ TEST_P(HostileMember, ADeniedJoinOfAMillionAndAHalfRulesStaysSmallAndTheEmitsGoO
   attacker child([&](auto hold) {
     auto c = connection::open(address);
     if (!c) return 10;
-    message join = message::method_call(bus_name::from_unchecked(wk), "/org/mcbus/Multicast1",
-                                        "org.mcbus.Multicast1", "Join");
+    message join =
+        message::method_call(bus_name::from_unchecked(wk), "/org/mcbus/Multicast1", "org.mcbus.Multicast1", "Join");
     join.append(std::vector<std::string>(1500000, "type='signal'"), std::uint32_t{0});
     auto reply = c->call(std::move(join), std::chrono::seconds(60));
     (void)hold();
@@ -304,10 +305,11 @@ TEST_P(HostileMember, JoinsSentBackToBackAreRefusedWhileOneIsAnswered) {
     auto c = connection::open(address);
     if (!c) return 50;
     std::vector<std::string> rules;
-    for (int i = 0; i < 511; ++i) rules.push_back("type='signal',arg0='" + std::string(90, 'a') + std::to_string(i) + "'");
+    for (int i = 0; i < 511; ++i)
+      rules.push_back("type='signal',arg0='" + std::string(90, 'a') + std::to_string(i) + "'");
     for (int i = 0; i < 3000; ++i) {
-      message join = message::method_call(bus_name::from_unchecked(wk), "/org/mcbus/Multicast1",
-                                          "org.mcbus.Multicast1", "Join");
+      message join =
+          message::method_call(bus_name::from_unchecked(wk), "/org/mcbus/Multicast1", "org.mcbus.Multicast1", "Join");
       join.append(rules, std::uint32_t{0});
       if (!c->send(std::move(join))) return 51;
       if (i % 64 == 63 && c->flush()) return 52;  // written out; the replies are never read
@@ -325,16 +327,16 @@ TEST_P(HostileMember, JoinsSentBackToBackAreRefusedWhileOneIsAnswered) {
   child.go();
   ASSERT_TRUE(child.wait_ready()) << "the attacker exited early: code " << child.finish();
   // Every Join has been answered (or refused) once the publisher has seen them all.
-  ASSERT_TRUE(p.loop->wait_for(
-      [&] { return p.pub->stats().joins + p.pub->stats().refused_busy >= 3000; }, std::chrono::seconds(120)))
+  ASSERT_TRUE(p.loop->wait_for([&] { return p.pub->stats().joins + p.pub->stats().refused_busy >= 3000; },
+                               std::chrono::seconds(120)))
       << p.loop->run([&](connection&) { return p.pub->stats().joins + p.pub->stats().refused_busy; }) << " of 3000";
 
   honest_member_gets_everything(p, wk);
   const long peak = mcbus_test::peak_rss_kib();
   const int fds = mcbus_test::open_fds();
   const auto busy = p.loop->run([&](connection&) { return p.pub->stats().refused_busy; });
-  std::printf("peak RSS %ld KiB (%ld before), fds %d (%d before), %llu Joins refused as in flight\n", peak, before,
-              fds, fds_before, static_cast<unsigned long long>(busy));
+  std::printf("peak RSS %ld KiB (%ld before), fds %d (%d before), %llu Joins refused as in flight\n", peak, before, fds,
+              fds_before, static_cast<unsigned long long>(busy));
   EXPECT_LT(peak - before, 48 * 1024);
   EXPECT_LE(fds - fds_before, 8);
   EXPECT_GT(busy, 0u);

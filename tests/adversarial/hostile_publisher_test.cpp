@@ -57,10 +57,11 @@ void HostilePublisher::flood_behind_markers(int markers) {
   auto object = pub.run([&](connection& c) {
     return std::make_shared<object_handle>(c.add_object(
         "/org/mcbus/Multicast1",
-        object_builder().interface("org.mcbus.Multicast1")
+        object_builder()
+            .interface("org.mcbus.Multicast1")
             .method("Join",
-                    [ours](std::vector<std::string>, std::uint32_t)
-                        -> call_result<std::tuple<unix_fd, std::uint32_t, std::uint32_t>> {
+                    [ours](std::vector<std::string>,
+                           std::uint32_t) -> call_result<std::tuple<unix_fd, std::uint32_t, std::uint32_t>> {
                       int sv[2];
                       if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
                         return call_error("org.mcbus.Multicast1.Error.Failed", "socketpair");
@@ -135,8 +136,8 @@ void HostilePublisher::flood_behind_markers(int markers) {
       << member.run([&](connection&) { return honest->serials.size(); }) << " of 8 honest signals";
   const long peak = mcbus_test::peak_rss_kib();
   RecordProperty("peak_rss_growth_kib", std::to_string(peak - before));
-  std::printf("peak RSS %ld KiB -> %ld KiB while 240 MB were sent behind %d markers that never came\n", before,
-              peak, markers);
+  std::printf("peak RSS %ld KiB -> %ld KiB while 240 MB were sent behind %d markers that never came\n", before, peak,
+              markers);
   // 16 MiB held at most, plus the buffers both transports use: far below the 240 MB sent.
   EXPECT_LT(peak - before, 64 * 1024);
   member.run([&](connection&) {

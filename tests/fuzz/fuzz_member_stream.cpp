@@ -99,9 +99,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         now += std::chrono::seconds(data[i + 1]);
         (void)m.merge.expire(now, limits, m);
         break;
-      case 7:
-        m.merge.release_all(m);
-        break;
+      case 7: m.merge.release_all(m); break;
     }
     if (m.merge.held() != 0 && !m.merge.waiting()) die("packets held with no marker awaited");
   }

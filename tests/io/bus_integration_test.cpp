@@ -350,9 +350,9 @@ TEST(DbusBroker, ExternalWithFdNegotiation) {
                          "  <type>session</type>\n"
                       << policy << "\n</busconfig>\n";
   const std::string script = std::string("set -e\n") + mcbus_test::private_broker_setup() +
-      "echo namespace-ready\n"
-      "exec systemd-socket-activate -l \"$1\" -E DBUS_SESSION_BUS_ADDRESS=unix:path=\"$1\" "
-      "dbus-broker-launch --scope user --config-file \"$2\" >/dev/null\n";
+                             "echo namespace-ready\n"
+                             "exec systemd-socket-activate -l \"$1\" -E DBUS_SESSION_BUS_ADDRESS=unix:path=\"$1\" "
+                             "dbus-broker-launch --scope user --config-file \"$2\" >/dev/null\n";
   child broker;
   ASSERT_TRUE(broker.start({"unshare", "--mount", "--propagation", "private", "--fork", "--pid", "--kill-child", "sh",
                             "-c", script, "sh", sock.string(), conf.string(), dir.string()}));

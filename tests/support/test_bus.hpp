@@ -95,20 +95,19 @@ inline std::string bus_config(const std::string& listen) {
 // ($3 is a scratch directory). dbus-broker-launch fails with ENOENT without /etc/machine-id,
 // which a fresh chroot or container may lack; the machine itself is left untouched.
 inline const char* private_broker_setup() {
-  return
-           "mount -t tmpfs tmpfs /run\n"
-           "if [ ! -s /etc/machine-id ]; then\n"
-           "  mkdir -p \"$3/etc\"\n"
-           "  tr -d - </proc/sys/kernel/random/uuid >\"$3/etc/machine-id\"\n"
-           "  if [ -e /etc/machine-id ]; then mount --bind \"$3/etc/machine-id\" /etc/machine-id\n"
-           "  else mount -t overlay overlay -o lowerdir=\"$3/etc\":/etc /etc; fi\n"
-           "fi\n"
-           "mkdir -p /run/systemd/journal\n"
-           "/usr/bin/python3 -c 'import socket\n"
-           "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
-           "s.bind(\"/run/systemd/journal/socket\")\n"
-           "while True: s.recv(65536)' &\n"
-           "while [ ! -S /run/systemd/journal/socket ]; do sleep 0.01; done\n";
+  return "mount -t tmpfs tmpfs /run\n"
+         "if [ ! -s /etc/machine-id ]; then\n"
+         "  mkdir -p \"$3/etc\"\n"
+         "  tr -d - </proc/sys/kernel/random/uuid >\"$3/etc/machine-id\"\n"
+         "  if [ -e /etc/machine-id ]; then mount --bind \"$3/etc/machine-id\" /etc/machine-id\n"
+         "  else mount -t overlay overlay -o lowerdir=\"$3/etc\":/etc /etc; fi\n"
+         "fi\n"
+         "mkdir -p /run/systemd/journal\n"
+         "/usr/bin/python3 -c 'import socket\n"
+         "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+         "s.bind(\"/run/systemd/journal/socket\")\n"
+         "while True: s.recv(65536)' &\n"
+         "while [ ! -S /run/systemd/journal/socket ]; do sleep 0.01; done\n";
 }
 
 class test_bus {
@@ -191,9 +190,9 @@ class test_bus {
     std::ofstream(conf) << bus_config("");
     const std::string script = dir_ + "/run.sh";
     std::ofstream(script)
-        << "set -e\n" << private_broker_setup()
-        <<
-           "exec /usr/bin/systemd-socket-activate -l \"$1\" -E DBUS_SESSION_BUS_ADDRESS=unix:path=\"$1\" "
+        << "set -e\n"
+        << private_broker_setup()
+        << "exec /usr/bin/systemd-socket-activate -l \"$1\" -E DBUS_SESSION_BUS_ADDRESS=unix:path=\"$1\" "
            "/usr/bin/dbus-broker-launch --scope user --config-file \"$2\"\n";
     pid_ = spawn({"/usr/bin/unshare", "--mount", "--propagation", "private", "--fork", "--pid", "--kill-child",
                   "/bin/sh", script, socket_, conf, dir_},

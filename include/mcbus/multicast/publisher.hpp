@@ -105,7 +105,7 @@ struct publisher_stats {
   std::uint64_t denied = 0;        // refused by the admission policy, or for eavesdropping
   std::uint64_t refused_full = 0;  // refused with TooManyMembers (a limit above, or out of fds)
   std::uint64_t refused_busy = 0;  // refused with LimitsExceeded (max_joins_in_flight)
-  std::uint64_t replayed = 0;  // signals replayed to members that followed a name here (join_replay)
+  std::uint64_t replayed = 0;      // signals replayed to members that followed a name here (join_replay)
 };
 
 template <class Connection>
@@ -372,8 +372,8 @@ class basic_publisher {
         std::ranges::count_if(members_, [&](const auto& kv) { return kv.second.uid == creds.uid; }));
     if (same < opts_.max_members_per_uid) return std::nullopt;
     ++stats_.refused_full;
-    return call_error(errors::too_many_members, "uid " + std::to_string(*creds.uid) + " has " +
-                                                    std::to_string(same) + " members, as many as it may");
+    return call_error(errors::too_many_members, "uid " + std::to_string(*creds.uid) + " has " + std::to_string(same) +
+                                                    " members, as many as it may");
   }
 
   // A rule in an error message, cut short: the caller sent it, and needs no more than its start.
@@ -911,7 +911,7 @@ class basic_publisher {
   bool replying_join_ = false;
   std::uint32_t join_reply_serial_ = 0;  // the serial of the last Join reply sent (or held in the FIFO)
   std::size_t awaiting_replies_ = 0;     // members whose stream waits for their Join reply to leave
-  std::deque<recorded> record_;       // what was emitted since the publisher started or took a name
+  std::deque<recorded> record_;          // what was emitted since the publisher started or took a name
   std::size_t record_bytes_ = 0;
   clock::time_point record_until_{};
   bool recording_ = false;
