@@ -167,7 +167,8 @@ MCBUS_ALL_BUSES_AND_TRANSPORTS(HostileMember);
 
 // Issue 11, attack 1: a denied caller sends one Join with 1,500,000 rules (30 MB). The size is
 // checked on the wire before the credentials or the policy, and before anything is allocated for
-// the rules: the publisher's peak RSS stays under 64 MB, and it goes on emitting to a listener.
+// the rules: the publisher's peak RSS grows by less than 48 MB (the Join is read once), and it
+// goes on emitting to a listener.
 TEST_P(HostileMember, ADeniedJoinOfAMillionAndAHalfRulesStaysSmallAndTheEmitsGoOn) {
   const std::string wk = name("org.mcbus.Adversarial.BigJoin");
   const std::string address = bus_->address();
@@ -202,7 +203,8 @@ TEST_P(HostileMember, ADeniedJoinOfAMillionAndAHalfRulesStaysSmallAndTheEmitsGoO
   const long peak = mcbus_test::peak_rss_kib();
   std::printf("publisher's process: peak RSS %ld KiB (%ld KiB before the Join); longest gap between emits %ld ms\n",
               peak, before, gap);
-  EXPECT_LT(peak, 64 * 1024);
+  // The 30 MB Join itself is read once: it may be held, never copied per rule.
+  EXPECT_TRUE(mcbus_test::rss_growth_within(peak - before, 48 * 1024));
   ASSERT_TRUE(listener->wait_for([&] { return log->serials.size() == 300; }, std::chrono::seconds(30)))
       << count(*listener, log) << " of 300 Ticks reached the listener";
   EXPECT_EQ(p.loop->run([&](connection&) { return p.pub->stats().joins; }), 0u);
@@ -337,7 +339,7 @@ TEST_P(HostileMember, JoinsSentBackToBackAreRefusedWhileOneIsAnswered) {
   const auto busy = p.loop->run([&](connection&) { return p.pub->stats().refused_busy; });
   std::printf("peak RSS %ld KiB (%ld before), fds %d (%d before), %llu Joins refused as in flight\n", peak, before, fds,
               fds_before, static_cast<unsigned long long>(busy));
-  EXPECT_LT(peak - before, 48 * 1024);
+  EXPECT_TRUE(mcbus_test::rss_growth_within(peak - before, 48 * 1024));
   EXPECT_LE(fds - fds_before, 8);
   EXPECT_GT(busy, 0u);
   EXPECT_EQ(child.finish(), 0);

@@ -72,24 +72,29 @@ class poll_transport {
   error wait(int timeout_ms, Sink&& sink) {
     if (error e = flush()) return e;
     if (!completed_.empty()) timeout_ms = 0;
+    // Sources and watches may change inside handlers, deliver_sends() included: act on copies of
+    // what was polled, taken with the pollfds.
+    const std::vector<source> polled_sources = sources_;
+    const std::vector<watch> polled_watches = watches_;
     pollfds_.clear();
     pollfds_.push_back(
         {fd_.get(), static_cast<short>((receiving_paused_ ? 0 : POLLIN) | (out_.empty() ? 0 : POLLOUT)), 0});
-    for (const source& src : sources_) pollfds_.push_back({src.fd, POLLIN, 0});
-    for (const watch& w : watches_) pollfds_.push_back({w.fd, POLLOUT, 0});
+    for (const source& src : polled_sources) pollfds_.push_back({src.fd, POLLIN, 0});
+    for (const watch& w : polled_watches) pollfds_.push_back({w.fd, POLLOUT, 0});
     const int r = ::poll(pollfds_.data(), pollfds_.size(), timeout_ms);
     if (r < 0 && errno != EINTR) return error::from_errno(errno, "poll");
     deliver_sends();
     if (r <= 0) return {};
-    // Sources and watches may change inside handlers: act on copies of what was polled.
     const std::vector<pollfd> ready = pollfds_;
-    const std::vector<source> polled_sources = sources_;
-    const std::vector<watch> polled_watches = watches_;
+    // One removed by a handler meanwhile is skipped: its fd may already belong to another.
+    const auto registered = [](const auto& now, const auto& polled) {
+      return std::any_of(now.begin(), now.end(), [&](const auto& x) { return x.id == polled.id && x.fd == polled.fd; });
+    };
     for (std::size_t i = 0; i < polled_sources.size(); ++i) {
-      if (ready[1 + i].revents) receive_packets(polled_sources[i]);
+      if (ready[1 + i].revents && registered(sources_, polled_sources[i])) receive_packets(polled_sources[i]);
     }
     for (std::size_t i = 0; i < polled_watches.size(); ++i) {
-      if (!ready[1 + polled_sources.size() + i].revents) continue;
+      if (!ready[1 + polled_sources.size() + i].revents || !registered(watches_, polled_watches[i])) continue;
       const std::uint32_t id = polled_watches[i].id;
       watches_.erase(std::remove_if(watches_.begin(), watches_.end(), [&](const watch& w) { return w.id == id; }),
                      watches_.end());
