@@ -6,8 +6,9 @@
 //   unkeyed   path_namespace='/org/example/p<k>': no routing key, tested on every signal
 // `members` × `rules` per member, all distinct, none matching the signal, so every candidate is
 // tested to the end (the worst case: a member that matched is skipped for the rest of the emit).
-// With publisher_options::max_rules_per_member = 512, the unkeyed row at 512 is the most one
-// member can make every emit cost.
+// A member may bring publisher_options::max_unkeyed_rules_per_member (16) unkeyed rules and up
+// to max_rules_per_member (512) keyed ones: the unkeyed row at 16 is the most one member can make
+// every emit cost (the rows at 512 show what it cost before that limit).
 //
 //   build/bench/mcbus_bench_routing --benchmark_counters_tabular=true
 #include <mcbus/multicast/routing.hpp>

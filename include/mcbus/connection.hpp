@@ -231,11 +231,13 @@ class basic_connection {
     return serial;
   }
 
-  // Writes everything queued, waiting up to `timeout`.
+  // Writes everything queued, waiting up to `timeout`: what a publisher on this connection still
+  // holds (packets in flight, and the bus copies that wait behind them) included. Call it before
+  // the process exits; the destructor tries for one second only.
   error flush(std::chrono::milliseconds timeout = std::chrono::milliseconds(25000)) {
     state& s = *st_;
     const auto deadline = clock::now() + timeout;
-    while (s.connected && s.transport.has_pending_output()) {
+    while (s.connected && (s.transport.has_pending_output() || (s.send_hook_holding && s.send_hook_holding()))) {
       if (clock::now() >= deadline) return {errc::timeout, error::no_offset, "flush"};
       if (error e = s.transport.wait(detail::to_poll_timeout(deadline),
                                      [&](auto bytes, auto& fds) { receive(bytes, fds); })) {
@@ -452,8 +454,12 @@ class basic_connection {
   std::uint32_t allocate_serial() noexcept { return next_serial(); }
   Transport& transport() noexcept { return st_->transport; }
   // Sees every message before it is queued for the bus (after its serial is set); returning true
-  // means the hook took it and will send it later with send_unhooked().
-  void set_send_hook(std::function<bool(message&)> hook) { st_->send_hook = std::move(hook); }
+  // means the hook took it and will send it later with send_unhooked(). `holding` says whether
+  // the hook still has messages to send: flush() waits for them.
+  void set_send_hook(std::function<bool(message&)> hook, std::function<bool()> holding = {}) {
+    st_->send_hook = std::move(hook);
+    st_->send_hook_holding = std::move(holding);
+  }
   result<std::uint32_t> send_unhooked(message&& m) {
     if (!st_->connected) return error(errc::not_connected);
     const std::uint32_t serial = m.serial();
@@ -629,6 +635,7 @@ class basic_connection {
     std::function<void(std::string_view, const call_error&)> multicast_fallback;
     std::function<void(std::string_view, std::uint32_t, std::uint32_t, std::uint32_t)> multicast_gap;
     std::function<bool(message&)> send_hook;
+    std::function<bool()> send_hook_holding;
     std::function<void(std::uint64_t, int)> packet_sent;
     std::function<void(std::uint32_t)> packet_writable;
     std::function<void(std::uint32_t, const error&)> packet_closed;  // sources that are not memberships

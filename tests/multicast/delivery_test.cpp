@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "harness.hpp"
@@ -198,6 +199,50 @@ TEST_P(Delivery, ASlowMemberIsServedOverTheBusAndLosesNothing) {
   pub_side.loop->run([&](connection&) { return pub->emit(reading("after", 1)); });
   ASSERT_TRUE(slow.loop->wait_for([&] { return slow_log->serials.size() == n + 1; }));
   EXPECT_GT(packets(slow, pub_side.unique), before);
+}
+
+// A publisher that flushes and then exits leaves nothing behind: connection::flush() also writes
+// the packets in flight and the bus copies that wait behind them. Found by the 20-repetition soak
+// (trial case 3): flush() returned while the publisher still held its last 182 bus copies; the
+// destructors queued them, the bus lagged by seconds, and a plain subscriber never got them.
+TEST_P(Delivery, FlushWritesWhatThePublisherHolds) {
+  side pub_side, member, plain;
+  open_side(pub_side);
+  open_side(member);
+  open_side(plain);
+  const std::string sender = name("org.mcbus.Test.Flush");
+  multicast::publisher* pub = make_publisher(pub_side, sender);
+  ASSERT_NE(pub, nullptr);
+  const std::string rule = "type='signal',sender='" + sender + "'";
+  auto member_log = subscribe(member, rule);
+  auto plain_log = subscribe(plain, rule, subscribe_via::bus);
+  ASSERT_TRUE(mcbus_test::wait_joined(*member.loop, pub_side.unique));
+  // The member stops reading, as a starved one does: its socket fills, and what the publisher
+  // sends it goes over the bus in its stream.
+  member.loop->pause(true);
+  constexpr int n = 20000;
+  for (int round = 0; round < 4; ++round) {
+    const auto [flushed, held] = pub_side.loop->run([&](connection& c) {
+      {
+        multicast::publisher::batch burst(*pub);
+        for (int i = 0; i < n / 4; ++i) (void)pub->emit(reading("f", i));
+      }
+      const error e = c.flush();
+      return std::pair{e, pub->holds_output() || c.transport().has_pending_output()};
+    });
+    EXPECT_FALSE(flushed) << flushed.message();
+    EXPECT_FALSE(held) << "round " << round << ": flush() returned with output still held";
+  }
+  EXPECT_GT(pub_side.loop->run([&](connection&) { return pub->stats().backpressure; }), 0u)
+      << "the member's socket was never full";
+  member.loop->pause(false);
+  const auto all_arrive = [&](side& s, const std::shared_ptr<received_log>& log) {
+    return s.loop->wait_for([&] { return log->serials.size() >= n; });
+  };
+  ASSERT_TRUE(all_arrive(member, member_log));
+  ASSERT_TRUE(all_arrive(plain, plain_log));
+  EXPECT_EQ(member_log->serials, plain_log->serials);
+  EXPECT_TRUE(member_log->increasing());
 }
 
 // Under overflow_policy::drop a member that does not keep up loses packets, and is told exactly

@@ -329,6 +329,28 @@ TEST_P(Multicast, TooManyRulesOrBytesAreRefusedBeforeThePolicyIsAsked) {
   EXPECT_EQ(p.loop->run([&](connection&) { return p.pub->stats().joins; }), 1u);  // (the caller has left since)
 }
 
+// Rules with no routing key are tested on every emit for every member (issue 11, attack 3: a
+// million of them made each emit cost 7.3 ms). A member may bring max_unkeyed_rules_per_member of
+// them, and as many keyed rules as max_rules_per_member allows.
+TEST_P(Multicast, RulesWithNoRoutingKeyAreLimitedPerMember) {
+  publisher_side p;
+  multicast::publisher_options opts;
+  opts.max_unkeyed_rules_per_member = 4;
+  const std::string sender = name("org.mcbus.Test.Unkeyed");
+  start_publisher(p, sender, opts);
+  const auto unkeyed = [&](int n) {
+    std::vector<std::string> rules;
+    for (int i = 0; i < n; ++i)
+      rules.push_back("type='signal',sender='" + sender + "',path_namespace='/org/example/p" + std::to_string(i) + "'");
+    return rules;
+  };
+  EXPECT_EQ(join_error(sender, unkeyed(5)), "org.mcbus.Multicast1.Error.InvalidRules");
+  std::vector<std::string> rules = unkeyed(4);
+  for (int i = 0; i < 100; ++i) rules.push_back("type='signal',member='M" + std::to_string(i) + "'");
+  EXPECT_EQ(join_error(sender, rules), "");
+  EXPECT_EQ(p.loop->run([&](connection&) { return p.pub->stats().joins; }), 1u);
+}
+
 // A denied caller's rules are never parsed: a bad rule from it gets AccessDenied, not
 // InvalidRules. An admitted caller's bad rule is named in the error, cut short.
 TEST_P(Multicast, ADeniedCallersRulesAreNotParsedAndErrorsDoNotEchoTheRule) {

@@ -27,14 +27,18 @@ static uint64_t mono_ns(void) {
 static FILE *out, *lat;
 static long received, read_failures, duplicates, inversions;
 static uint64_t last_seq, last_arrival, max_latency_us;
-static unsigned char *seen;
+static unsigned char* seen;
 static size_t seen_size;
 static volatile sig_atomic_t stop_requested;
-static void on_term(int sig) { (void)sig; stop_requested = 1; }
+static void on_term(int sig) {
+  (void)sig;
+  stop_requested = 1;
+}
 
-static int on_tick(sd_bus_message *m, void *userdata, sd_bus_error *err) {
-  (void)userdata; (void)err;
-  const char *s;
+static int on_tick(sd_bus_message* m, void* userdata, sd_bus_error* err) {
+  (void)userdata;
+  (void)err;
+  const char* s;
   uint64_t seq, sent;
   int r = sd_bus_message_read(m, "stt", &s, &seq, &sent);
   if (r < 0) {
@@ -60,27 +64,35 @@ static int on_tick(sd_bus_message *m, void *userdata, sd_bus_error *err) {
   return 0;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
   const char *rule = NULL, *out_path = NULL, *lat_path = NULL, *ready = NULL;
   long expect = -1, idle_ms = -1, max_ms = 120000;
   for (int i = 1; i < argc; ++i) {
-    const char *a = argv[i];
-    if (!strncmp(a, "--out=", 6)) out_path = a + 6;
-    else if (!strncmp(a, "--latency=", 10)) lat_path = a + 10;
-    else if (!strncmp(a, "--ready=", 8)) ready = a + 8;
-    else if (!strncmp(a, "--expect=", 9)) expect = atol(a + 9);
-    else if (!strncmp(a, "--idle-exit=", 12)) idle_ms = atol(a + 12);
-    else if (!strncmp(a, "--max-time=", 11)) max_ms = atol(a + 11);
-    else if (a[0] != '-' && !rule) rule = a;
-    else return fprintf(stderr, "control: bad argument %s\n", a), 2;
+    const char* a = argv[i];
+    if (!strncmp(a, "--out=", 6))
+      out_path = a + 6;
+    else if (!strncmp(a, "--latency=", 10))
+      lat_path = a + 10;
+    else if (!strncmp(a, "--ready=", 8))
+      ready = a + 8;
+    else if (!strncmp(a, "--expect=", 9))
+      expect = atol(a + 9);
+    else if (!strncmp(a, "--idle-exit=", 12))
+      idle_ms = atol(a + 12);
+    else if (!strncmp(a, "--max-time=", 11))
+      max_ms = atol(a + 11);
+    else if (a[0] != '-' && !rule)
+      rule = a;
+    else
+      return fprintf(stderr, "control: bad argument %s\n", a), 2;
   }
-  const char *address = getenv("DBUS_SESSION_BUS_ADDRESS");
+  const char* address = getenv("DBUS_SESSION_BUS_ADDRESS");
   if (!rule || !out_path || !address) return fprintf(stderr, "usage: control RULE --out=FILE [options]\n"), 2;
   if (!(out = fopen(out_path, "w")) || (lat_path && !(lat = fopen(lat_path, "w")))) return perror("control"), 1;
   seen_size = 1u << 20;
   seen = calloc(seen_size, 1);
 
-  sd_bus *bus = NULL;
+  sd_bus* bus = NULL;
   int r;
   if ((r = sd_bus_new(&bus)) < 0 || (r = sd_bus_set_address(bus, address)) < 0 ||
       (r = sd_bus_set_bus_client(bus, 1)) < 0 || (r = sd_bus_start(bus)) < 0)
@@ -88,16 +100,20 @@ int main(int argc, char **argv) {
   if ((r = sd_bus_add_match(bus, NULL, rule, on_tick, NULL)) < 0)
     return fprintf(stderr, "control: AddMatch: %s\n", strerror(-r)), 1;
   if (ready) {
-    FILE *f = fopen(ready, "w");
+    FILE* f = fopen(ready, "w");
     if (f) fclose(f);
   }
   struct sigaction sa = {.sa_handler = on_term};
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
 
-  const uint64_t deadline = mono_ns() + (uint64_t)max_ms * 1000000u;
+  const uint64_t started = mono_ns(), deadline = started + (uint64_t)max_ms * 1000000u;
+  const char* why = "deadline";
   while (!stop_requested && mono_ns() < deadline) {
-    if (expect >= 0 && received >= expect) break;
+    if (expect >= 0 && received >= expect) {
+      why = "expected count";
+      break;
+    }
     r = sd_bus_process(bus, NULL);
     if (r < 0) {
       fprintf(stderr, "control: %s\n", strerror(-r));
@@ -106,13 +122,20 @@ int main(int argc, char **argv) {
     if (r > 0) continue;
     /* Idle only when nothing is waiting to be read: a starved process is not an idle bus. */
     if (sd_bus_wait(bus, 50000) == 0 && idle_ms >= 0 && received > 0 &&
-        mono_ns() - last_arrival >= (uint64_t)idle_ms * 1000000u)
+        mono_ns() - last_arrival >= (uint64_t)idle_ms * 1000000u) {
+      why = "idle";
       break;
+    }
   }
+  if (stop_requested) why = "signal";
   fclose(out);
   if (lat) fclose(lat);
-  printf("control: received %ld, duplicates %ld, inversions %ld, read failures %ld, max latency %.1f ms\n", received,
-         duplicates, inversions, read_failures, max_latency_us / 1000.0);
+  /* When the last signal came and why the control stopped tell a lagging bus from a lost tail. */
+  printf(
+      "control: received %ld, duplicates %ld, inversions %ld, read failures %ld, max latency %.1f ms, "
+      "last at %.2f s, stopped on %s\n",
+      received, duplicates, inversions, read_failures, max_latency_us / 1000.0,
+      received > 0 ? (double)(last_arrival - started) / 1e9 : 0.0, why);
   sd_bus_flush_close_unref(bus);
   return 0;
 }

@@ -124,13 +124,20 @@ int main(int argc, char** argv) {
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   (void)bus->run_for(1s);  // let the queues drain
-  (void)bus->flush();
+  // Everything written before the process exits: what is held after this is lost with it.
+  const auto flushed_at = std::chrono::steady_clock::now();
+  const mcbus::error flushed = bus->flush();
+  const double flush_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - flushed_at).count();
+  if (flushed || p.holds_output())
+    std::fprintf(stderr, "publisher: flush: %s; output still held: %s\n", flushed ? flushed.message().c_str() : "ok",
+                 p.holds_output() ? "yes" : "no");
   const auto& st = p.stats();
   std::printf(
-      "publisher: emitted %llu in %.2f s, %llu packets, %llu bus copies, %zu members at end, "
+      "publisher: emitted %llu in %.2f s (flush %.2f s), %llu packets, %llu bus copies, %zu members at end, "
       "%llu overflow unicasts, %llu markers, %llu backpressure, %llu lost, %llu joins\n",
-      (unsigned long long)st.emitted, secs, (unsigned long long)st.packets, (unsigned long long)st.bus_copies,
-      p.member_count(), (unsigned long long)st.overflow_unicasts, (unsigned long long)st.markers,
-      (unsigned long long)st.backpressure, (unsigned long long)st.lost, (unsigned long long)st.joins);
+      (unsigned long long)st.emitted, secs, flush_secs, (unsigned long long)st.packets,
+      (unsigned long long)st.bus_copies, p.member_count(), (unsigned long long)st.overflow_unicasts,
+      (unsigned long long)st.markers, (unsigned long long)st.backpressure, (unsigned long long)st.lost,
+      (unsigned long long)st.joins);
   return 0;
 }

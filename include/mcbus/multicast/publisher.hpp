@@ -80,6 +80,11 @@ struct publisher_options {
   // connection; a rule is at most 1024 bytes there.
   std::size_t max_rules_per_member = 512;
   std::size_t max_join_bytes = 64 * 1024;  // the rules' text, all together
+  // Rules that name none of interface, member, path, arg0 or arg0namespace are tested on every
+  // emitted signal, for every member (routing.hpp); this many per member at most, so that members
+  // cannot make each emit() cost members × max_rules_per_member tests. A Join with more is
+  // refused with InvalidRules, and its caller stays on the bus.
+  std::size_t max_unkeyed_rules_per_member = 16;
   std::size_t max_packet = max_packet_size;
   // A member that followed a well-known name here from its previous owner may have had no rule
   // on the bus when this publisher's first signals left (the successor window,
@@ -215,6 +220,9 @@ class basic_publisher {
   };
 
   std::size_t member_count() const noexcept { return members_.size(); }
+  // Whether packets are in flight, or bus messages wait behind them. connection::flush() waits
+  // until neither: a publisher that flushes before it exits leaves nothing behind.
+  bool holds_output() const noexcept { return !bus_fifo_.empty() || unwritten_ != 0; }
   const publisher_stats& stats() const noexcept { return stats_; }
   std::vector<std::string> member_names() const {
     std::vector<std::string> out;
@@ -301,7 +309,10 @@ class basic_publisher {
             .method(leave_method, [this](method_call& call) { remove_member(std::string(call.sender())); })
             .template signal<std::string>(dropped_signal, {"reason"})
             .template signal<std::uint32_t, std::uint32_t, std::uint32_t>(lost_notice, {"first", "last", "count"}));
-    conn_.set_send_hook([this](message& m) { return on_bus_send(m); });
+    // flush() waits for what is held here too, unless emit() is batching (inside a loop
+    // iteration, or a batch): that goes out when the iteration or the batch ends.
+    conn_.set_send_hook([this](message& m) { return on_bus_send(m); },
+                        [this] { return !conn_.dispatching() && batching_ == 0 && holds_output(); });
     conn_.set_packet_send_handlers([this](std::uint64_t token, int res) { on_sent(token, res); },
                                    [this](std::uint32_t id) { on_writable(id); });
     conn_.set_packet_closed_handler([this](std::uint32_t source, const error&) {
@@ -351,6 +362,16 @@ class basic_publisher {
                                                            : "too many Joins are being answered; try again");
   }
 
+  std::optional<call_error> over_unkeyed_limit(const std::vector<match_rule>& rules) const {
+    const auto unkeyed = static_cast<std::size_t>(
+        std::ranges::count_if(rules, [](const match_rule& r) { return !detail::routing_index::keyed(r); }));
+    if (unkeyed <= opts_.max_unkeyed_rules_per_member) return std::nullopt;
+    return call_error(errors::invalid_rules,
+                      std::to_string(unkeyed) +
+                          " rules name none of interface, member, path, arg0 or arg0namespace; a " +
+                          "publisher tests those on every signal and takes " +
+                          std::to_string(opts_.max_unkeyed_rules_per_member) + " per member");
+  }
   // The total: max_members, and what the fd limit leaves after the reserve. Checked before the
   // credentials are asked for, and again when the socket is made (Joins overlap).
   std::optional<call_error> over_member_limit(const std::string& sender) {
@@ -433,6 +454,7 @@ class basic_publisher {
       }
       rules = std::move(narrowed);
     }
+    if (auto many = over_unkeyed_limit(rules)) return reply.fail(std::move(*many));
     if (auto full = over_member_limit(sender)) return reply.fail(std::move(*full));
     if (auto full = over_uid_limit(sender, creds)) return reply.fail(std::move(*full));
     int sv[2];

@@ -5,7 +5,7 @@
 // selective key (arg0, an arg0namespace prefix, the path, the member name, or the interface) so
 // that a signal looks up only the rules that could match it, and then tests those exactly. Rules
 // with none of those keys are tested for every signal: at most publisher_options::
-// max_rules_per_member of them per member (bench/routing.cpp measures what they cost).
+// max_unkeyed_rules_per_member of them per member (bench/routing.cpp measures what they cost).
 #pragma once
 
 #include <mcbus/match.hpp>
@@ -34,6 +34,14 @@ class routing_index {
     member_.clear();
     interface_.clear();
     any_.clear();
+  }
+
+  // Whether `rule` is filed under a key, or tested on every signal.
+  static bool keyed(const match_rule& rule) {
+    if (auto a = rule.find_arg(0)) {
+      if (a->kind == match_arg_kind::string || a->kind == match_arg_kind::arg0namespace) return true;
+    }
+    return rule.path() || rule.member() || rule.interface();
   }
 
   void add(route r, const match_rule& rule) {
