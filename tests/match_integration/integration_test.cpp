@@ -129,8 +129,8 @@ const char* const quirks[] = {
     "eavesdrop='true',eavesdrop='false',member='Changed'",
     "arg0path=''",
     "arg0=''",
-    "arg0='a',arg1='a',arg2='a',arg3='a',arg4='a',arg5='a',arg6='a',arg7='a',arg8='a',arg9='a',arg10='a',"
-    "arg11='a',arg12='a',arg13='a',arg14='a',arg15='a',colour='red'",
+    ("arg0='a',arg1='a',arg2='a',arg3='a',arg4='a',arg5='a',arg6='a',arg7='a',arg8='a',arg9='a',arg10='a',"
+     "arg11='a',arg12='a',arg13='a',arg14='a',arg15='a',colour='red'"),  // one rule, on two lines
     "path_namespace='/'",
     "member=Changed,arg0=foo\\",
 };

@@ -62,6 +62,14 @@ enum class join_outcome {
   refused,        // denied, full, a bad reply, a timeout: try again later
 };
 
+// NameOwnerChanged signals for a rule's well-known name not handled yet (member_machine::
+// subscribe()). At namespace scope: clang 14 cannot construct a nested struct with default member
+// initializers in a default argument of its enclosing class (optional<T>::emplace() then fails).
+struct pending_owner_changes {
+  std::string owner;
+  int count = 0;
+};
+
 class member_machine {
  public:
   using clock = std::chrono::steady_clock;
@@ -84,10 +92,7 @@ class member_machine {
   // the AddMatch and that are not handled yet: the subscription starts with the owner the last
   // one names, and those changes are old news to it when they are handled (it followed the name
   // nowhere: no replay is for it).
-  struct pending_changes {
-    std::string owner;
-    int count = 0;
-  };
+  using pending_changes = pending_owner_changes;
   template <class Env>
   void subscribe(std::uint64_t id, std::string text, std::string sender, subscribe_via via, bool on_bus, Env& env,
                  std::optional<pending_changes> pending = std::nullopt) {
