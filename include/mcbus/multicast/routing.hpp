@@ -36,23 +36,31 @@ class routing_index {
     any_.clear();
   }
 
-  // Whether `rule` is filed under a key, or tested on every signal.
-  static bool keyed(const match_rule& rule) {
+  // The table a rule is filed under, most selective first. The publisher's limit on unkeyed
+  // rules and the index must agree on which rules are unkeyed, so both ask this one function.
+  enum class key_kind : std::uint8_t { arg0, arg0_namespace, path, member, interface, none };
+  struct routing_key {
+    key_kind kind = key_kind::none;
+    std::string_view value;
+  };
+
+  static routing_key key_of(const match_rule& rule) {
     if (auto a = rule.find_arg(0)) {
-      if (a->kind == match_arg_kind::string || a->kind == match_arg_kind::arg0namespace) return true;
+      if (a->kind == match_arg_kind::string) return {key_kind::arg0, a->value};
+      if (a->kind == match_arg_kind::arg0namespace) return {key_kind::arg0_namespace, a->value};
     }
-    return rule.path() || rule.member() || rule.interface();
+    if (auto p = rule.path()) return {key_kind::path, *p};
+    if (auto m = rule.member()) return {key_kind::member, *m};
+    if (auto i = rule.interface()) return {key_kind::interface, *i};
+    return {};
   }
 
+  static bool keyed(const match_rule& rule) { return key_of(rule).kind != key_kind::none; }
+
   void add(route r, const match_rule& rule) {
-    if (auto a = rule.find_arg(0)) {
-      if (a->kind == match_arg_kind::string) return arg0_[std::string(a->value)].push_back(r);
-      if (a->kind == match_arg_kind::arg0namespace) return arg0_namespace_[std::string(a->value)].push_back(r);
-    }
-    if (auto p = rule.path()) return path_[std::string(*p)].push_back(r);
-    if (auto m = rule.member()) return member_[std::string(*m)].push_back(r);
-    if (auto i = rule.interface()) return interface_[std::string(*i)].push_back(r);
-    any_.push_back(r);
+    const routing_key key = key_of(rule);
+    if (key.kind == key_kind::none) return any_.push_back(r);
+    table_for(key.kind)[std::string(key.value)].push_back(r);
   }
 
   // Calls fn(route) for every rule that may match `m`; each rule at most once.
@@ -79,6 +87,18 @@ class routing_index {
 
  private:
   using table = std::unordered_map<std::string, std::vector<route>>;
+
+  table& table_for(key_kind kind) {
+    switch (kind) {
+      case key_kind::arg0: return arg0_;
+      case key_kind::arg0_namespace: return arg0_namespace_;
+      case key_kind::path: return path_;
+      case key_kind::member: return member_;
+      case key_kind::interface:
+      case key_kind::none: break;  // add() files unkeyed rules in any_, never here
+    }
+    return interface_;
+  }
 
   // Heterogeneous lookup needs C++20's transparent hashing; a short key copy is cheaper to write.
   template <class Fn>
