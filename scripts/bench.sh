@@ -6,7 +6,10 @@
 #   scripts/bench.sh --tables FILE...           tables of earlier runs' JSON lines, pooled
 #
 # Environment: MESSAGES (fan-out load phase, default 30000), SIGNALS (signals-bus, default
-# 100000), CALLS (roundtrip, default 20000), OUT (the JSON lines, default BUILD_DIR/bench.jsonl).
+# 100000), CALLS (roundtrip, default 20000), SUBSCRIBERS (fan-out sizes, default "1 8 64 256"),
+# ONLY=fanout (only the multicast fan-out runs), OUT (the JSON lines, default
+# BUILD_DIR/bench.jsonl). Fan-out runs mcbus and sd-bus with both rule shapes (member,
+# arg0namespace); see docs/tools/mcbus-bench.md.
 # Each configuration runs REPEATS times; the tables show medians, and ratios are taken within a run
 # (mcbus and its baseline measured one after the other) before the median is taken.
 set -euo pipefail
@@ -44,10 +47,13 @@ run() {  # run TAG ARGS...: one invocation; its lines go to $out tagged with the
 
 echo "load before: $(uptime)" >&2
 for r in $(seq 1 "$repeats"); do
-  run rt roundtrip --calls="$calls"
-  run sig signals-bus --messages="$signals"
-  for n in 1 8 64; do
+  if [ "${ONLY:-}" != fanout ]; then
+    run rt roundtrip --calls="$calls"
+    run sig signals-bus --messages="$signals"
+  fi
+  for n in ${SUBSCRIBERS:-1 8 64 256}; do
     run "mc-$n" fanout --subscribers="$n" --selectivity=0.1 --messages="$messages" --via=multicast
+    [ "${ONLY:-}" = fanout ] && continue
     run "bus-broker-$n" fanout --subscribers="$n" --selectivity=0.1 --messages="$messages" --via=bus --no-floor
     run "bus-daemon-$n" fanout --bus=daemon --subscribers="$n" --selectivity=0.1 --messages="$messages" --via=bus \
       --no-floor
@@ -75,69 +81,81 @@ def med(tag, key, **kv):
     v = [r[key] for r in pick(tag, **kv) if key in r]
     return statistics.median(v) if v else float("nan")
 
-def paired(tag_a, tag_b, key, impl_a="mcbus", impl_b="mcbus"):
-    """median over repeats of a[key]/b[key], pairing runs by repeat"""
-    v = []
-    for a in pick(tag_a, impl=impl_a):
-        for b in pick(tag_b, impl=impl_b):
-            if a["repeat"] == b["repeat"] and b.get(key):
-                v.append(a[key] / b[key])
-    return statistics.median(v) if v else float("nan")
-
 def okall(tag):
     return all(r.get("ok", True) for r in rows if r["tag"] == tag)
 
 n_rep = len({r["repeat"] for r in rows})
 print(f"\nmedians of {n_rep} repeat(s)\n")
-print("### roundtrip (dbus-broker)\n")
-print("| impl | p50 us | p99 us | calls/s |")
-print("|---|---:|---:|---:|")
-for impl in ("mcbus", "sd-bus"):
-    print(f"| {impl} | {med('rt','p50_us',impl=impl):.1f} | {med('rt','p99_us',impl=impl):.1f} | {med('rt','calls_per_s',impl=impl):.0f} |")
-rt = [r["p50"] for r in pick("rt", ratio="mcbus/sd-bus")]
-print(f"\nmcbus/sd-bus p50: {statistics.median(rt) if rt else float('nan'):.2f} (target <= 1.0)\n")
+if pick("rt") or pick("sig"):
+    print("### roundtrip (dbus-broker)\n")
+    print("| impl | p50 us | p99 us | calls/s |")
+    print("|---|---:|---:|---:|")
+    for impl in ("mcbus", "sd-bus"):
+        print(f"| {impl} | {med('rt','p50_us',impl=impl):.1f} | {med('rt','p99_us',impl=impl):.1f} | {med('rt','calls_per_s',impl=impl):.0f} |")
+    rt = [r["p50"] for r in pick("rt", ratio="mcbus/sd-bus")]
+    print(f"\nmcbus/sd-bus p50: {statistics.median(rt) if rt else float('nan'):.2f} (target <= 1.0)\n")
 
-print("### signals-bus (dbus-broker)\n")
-print("| impl | signals/s | signals per CPU-s | p50 us | p99 us | cpu_s |")
-print("|---|---:|---:|---:|---:|---:|")
-for impl in ("mcbus", "sd-bus"):
-    print(f"| {impl} | {med('sig','per_s',impl=impl):.0f} | {med('sig','per_cpu_s',impl=impl):.0f} | {med('sig','p50_us',impl=impl):.1f} | {med('sig','p99_us',impl=impl):.1f} | {med('sig','cpu_s',impl=impl):.3f} |")
-sg = [r["per_s"] for r in pick("sig", ratio="mcbus/sd-bus")]
-sc = [r["per_cpu_s"] for r in pick("sig", ratio="mcbus/sd-bus")]
-print(f"\nmcbus/sd-bus signals/s: {statistics.median(sg) if sg else float('nan'):.2f} (target >= 1.0); per CPU-s: {statistics.median(sc) if sc else float('nan'):.2f}\n")
+    print("### signals-bus (dbus-broker)\n")
+    print("| impl | signals/s | signals per CPU-s | p50 us | p99 us | cpu_s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for impl in ("mcbus", "sd-bus"):
+        print(f"| {impl} | {med('sig','per_s',impl=impl):.0f} | {med('sig','per_cpu_s',impl=impl):.0f} | {med('sig','p50_us',impl=impl):.1f} | {med('sig','p99_us',impl=impl):.1f} | {med('sig','cpu_s',impl=impl):.3f} |")
+    sg = [r["per_s"] for r in pick("sig", ratio="mcbus/sd-bus")]
+    sc = [r["per_cpu_s"] for r in pick("sig", ratio="mcbus/sd-bus")]
+    print(f"\nmcbus/sd-bus signals/s: {statistics.median(sg) if sg else float('nan'):.2f} (target >= 1.0); per CPU-s: {statistics.median(sc) if sc else float('nan'):.2f}\n")
 
-print("### fanout, S=0.1: emitted signals/s (wall clock), and signals per CPU-second of every process involved\n")
-print("| N | via | bus | mcbus /s | sd-bus /s | floor /s | vs sd-bus | vs floor | mcbus /CPU-s | sd-bus /CPU-s | floor /CPU-s | CPU vs sd-bus | p50 us mcbus | p50 us sd-bus | p99 us mcbus | lost | ok |")
-print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-for n in (1, 8, 64):
-    for via, tag, bus in (("multicast", f"mc-{n}", "dbus-broker"), ("bus", f"bus-broker-{n}", "dbus-broker"),
-                          ("bus", f"bus-daemon-{n}", "dbus-daemon"), ("udp", f"udp-{n}", "-")):
-        mine = lambda k: med(tag, k, impl="mcbus")
-        sd = lambda k: med(tag, k, impl="sd-bus")
-        fl = lambda k: med(tag, k, impl="raw-seqpacket")
-        fmt = lambda x, d=0: "-" if x != x else f"{x:.{d}f}"
-        lost = med(tag, "lost", impl="mcbus")
-        print(f"| {n} | {via} | {bus} | {fmt(mine('emitted_per_s'))} | {fmt(sd('emitted_per_s'))} | {fmt(fl('emitted_per_s'))} | "
-              f"{fmt(med(tag,'emitted_per_s_vs_sdbus',ratio='mcbus/baseline'),2)} | "
-              f"{fmt(med(tag,'emitted_per_s_vs_floor',ratio='mcbus/baseline'),2)} | "
-              f"{fmt(mine('per_cpu_s'))} | {fmt(sd('per_cpu_s'))} | {fmt(fl('per_cpu_s'))} | "
-              f"{fmt(med(tag,'per_cpu_s_vs_sdbus',ratio='mcbus/baseline'),2)} | "
-              f"{fmt(mine('p50_us'),1)} | {fmt(sd('p50_us'),1)} | {fmt(mine('p99_us'),1)} | {fmt(lost)} | {'yes' if okall(tag) else 'NO'} |")
+sizes = sorted({r["subscribers"] for r in rows if r.get("mode") == "fanout"})
+fmt = lambda x, d=0: "-" if x != x else f"{x:.{d}f}"
+print("### fanout over the multicast group, S=0.1, per rule shape: mcbus, sd-bus via dbus-broker, and the floor\n")
+print("| N | rules | emitted/s mcbus | sd-bus | floor | delivered/s mcbus | CPU µs per delivered: mcbus | sd-bus | floor | switches per delivered: mcbus | sd-bus | floor | vs sd-bus (/s) | vs floor (/s) | p50 µs mcbus | p50 µs sd-bus | ok |")
+print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+for n in sizes:
+    tag = f"mc-{n}"
+    fl = lambda k: med(tag, k, impl="raw-seqpacket")
+    for shape in ("member", "arg0namespace"):
+        if not pick(tag, impl="mcbus", rules=shape):
+            continue
+        mine = lambda k: med(tag, k, impl="mcbus", rules=shape)
+        sd = lambda k: med(tag, k, impl="sd-bus", rules=shape)
+        rat = lambda k: med(tag, k, ratio="mcbus/baseline", rules=shape)
+        print(f"| {n} | {shape} | {fmt(mine('emitted_per_s'))} | {fmt(sd('emitted_per_s'))} | {fmt(fl('emitted_per_s'))} | "
+              f"{fmt(mine('delivered_per_s'))} | {fmt(mine('cpu_us_per_delivered'),2)} | {fmt(sd('cpu_us_per_delivered'),2)} | "
+              f"{fmt(fl('cpu_us_per_delivered'),2)} | {fmt(mine('switches_per_delivered'),2)} | {fmt(sd('switches_per_delivered'),2)} | "
+              f"{fmt(fl('switches_per_delivered'),2)} | {fmt(rat('emitted_per_s_vs_sdbus'),2)} | {fmt(rat('emitted_per_s_vs_floor'),2)} | "
+              f"{fmt(mine('p50_us'),1)} | {fmt(sd('p50_us'),1)} | {'yes' if okall(tag) else 'NO'} |")
 
-print("\n### targets (issue 5), medians of per-run ratios\n")
+other = [t for t in ("bus-broker", "bus-daemon", "udp") if any(r["tag"].startswith(t) for r in rows)]
+if other:
+    print("\n### fanout over the bus (mcbus and sd-bus) and over UDP, S=0.1\n")
+    print("| N | via | bus | rules | mcbus /s | sd-bus /s | vs sd-bus | mcbus CPU µs per delivered | sd-bus | p50 us mcbus | p50 us sd-bus | lost | ok |")
+    print("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for n in sizes:
+        for t, via, bus in (("bus-broker", "bus", "dbus-broker"), ("bus-daemon", "bus", "dbus-daemon"), ("udp", "udp", "-")):
+            tag = f"{t}-{n}"
+            for shape in ("member", "arg0namespace"):
+                if not pick(tag, impl="mcbus", rules=shape):
+                    continue
+                mine = lambda k: med(tag, k, impl="mcbus", rules=shape)
+                sd = lambda k: med(tag, k, impl="sd-bus", rules=shape)
+                print(f"| {n} | {via} | {bus} | {shape} | {fmt(mine('emitted_per_s'))} | {fmt(sd('emitted_per_s'))} | "
+                      f"{fmt(med(tag,'emitted_per_s_vs_sdbus',ratio='mcbus/baseline',rules=shape),2)} | "
+                      f"{fmt(mine('cpu_us_per_delivered'),2)} | {fmt(sd('cpu_us_per_delivered'),2)} | "
+                      f"{fmt(mine('p50_us'),1)} | {fmt(sd('p50_us'),1)} | {fmt(mine('lost'))} | {'yes' if okall(tag) else 'NO'} |")
+
+print("\n### targets (issue 12), medians of per-run ratios, member-name rules\n")
 print("| target | measured | met |")
 print("|---|---:|---|")
 def target(name, value, ok):
-    print(f"| {name} | {value:.2f} | {'yes' if ok(value) else 'no'} |")
-for n, want in ((8, 4.0), (64, 1.5)):
-    v = med(f"mc-{n}", "emitted_per_s_vs_sdbus", ratio="mcbus/baseline")
-    target(f"multicast signals/s vs sd-bus on dbus-broker, N={n}: >= {want}x", v, lambda x, w=want: x >= w)
-    c = med(f"mc-{n}", "per_cpu_s_vs_sdbus", ratio="mcbus/baseline")
-    target(f"(same, per CPU-second) N={n}", c, lambda x, w=want: x >= w)
-for n in (1, 8, 64):
-    v = med(f"mc-{n}", "emitted_per_s_vs_floor", ratio="mcbus/baseline")
-    target(f"multicast vs raw floor, N={n}: >= 0.8x", v, lambda x: x >= 0.8)
-for n in (1, 8, 64):
-    v = paired(f"mc-{n}", f"bus-broker-{n}", "p50_us")
-    target(f"multicast p50 latency / mcbus via=bus (dbus-broker) p50, N={n}: <= 0.5x", v, lambda x: x <= 0.5)
+    print(f"| {name} | {fmt(value,2)} | {'yes' if value == value and ok(value) else 'no'} |")
+for n, want_sd, want_floor in ((8, 4.0, 0.8), (64, 2.0, 0.8), (256, 1.0, None)):
+    if not pick(f"mc-{n}"):
+        continue
+    v = med(f"mc-{n}", "emitted_per_s_vs_sdbus", ratio="mcbus/baseline", rules="member")
+    target(f"N={n}: multicast signals/s vs sd-bus via dbus-broker >= {want_sd}x", v, lambda x, w=want_sd: x >= w)
+    if want_floor:
+        f = med(f"mc-{n}", "emitted_per_s_vs_floor", ratio="mcbus/baseline", rules="member")
+        target(f"N={n}: multicast signals/s vs the floor >= {want_floor}x", f, lambda x, w=want_floor: x >= w)
+if pick("mc-8"):
+    v = med("mc-8", "p50_vs_sdbus", ratio="mcbus/baseline", rules="member")
+    target("N=8: multicast p50 latency / sd-bus via dbus-broker p50 <= 0.5x", v, lambda x: x <= 0.5)
 EOF

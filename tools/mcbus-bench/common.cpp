@@ -18,6 +18,26 @@ struct proc_stat {
   unsigned long long ticks = 0;  // utime + stime
 };
 
+// voluntary_ctxt_switches + nonvoluntary_ctxt_switches of every thread of the process.
+unsigned long long read_switches(pid_t pid) {
+  unsigned long long n = 0;
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = ::opendir(tasks.c_str());
+  if (!d) return 0;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream in(tasks + "/" + e->d_name + "/status");
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.starts_with("voluntary_ctxt_switches:") || line.starts_with("nonvoluntary_ctxt_switches:")) {
+        n += std::strtoull(line.c_str() + line.find(':') + 1, nullptr, 10);
+      }
+    }
+  }
+  ::closedir(d);
+  return n;
+}
+
 // Fields of /proc/PID/stat after the command name, which may hold spaces and parentheses.
 bool read_stat(pid_t pid, proc_stat& out) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
@@ -37,8 +57,8 @@ bool read_stat(pid_t pid, proc_stat& out) {
 
 }  // namespace
 
-double tree_cpu_s(pid_t root) {
-  if (root <= 0) return 0;
+process_usage tree_usage(pid_t root) {
+  if (root <= 0) return {};
   std::map<pid_t, proc_stat> all;
   if (DIR* d = ::opendir("/proc")) {
     while (dirent* e = ::readdir(d)) {
@@ -52,16 +72,19 @@ double tree_cpu_s(pid_t root) {
   }
   // The root and everything below it.
   std::vector<pid_t> todo{root};
-  unsigned long long ticks = 0;
+  unsigned long long ticks = 0, switches = 0;
   while (!todo.empty()) {
     const pid_t p = todo.back();
     todo.pop_back();
-    if (auto it = all.find(p); it != all.end()) ticks += it->second.ticks;
+    if (auto it = all.find(p); it != all.end()) {
+      ticks += it->second.ticks;
+      switches += read_switches(p);
+    }
     for (const auto& [pid, s] : all) {
       if (s.ppid == p) todo.push_back(pid);
     }
   }
-  return double(ticks) / double(::sysconf(_SC_CLK_TCK));
+  return {double(ticks) / double(::sysconf(_SC_CLK_TCK)), switches};
 }
 
 pid_t peer_pid(int fd) {

@@ -36,6 +36,7 @@ struct options {
   unsigned subscribers = 8;
   double selectivity = 0.1;
   unsigned messages = 20000;
+  std::vector<std::string> rules{"member", "arg0namespace"};  // --rules: the rule shapes to run
   unsigned window = 1024;  // messages in flight at most (emitted, not yet received by all)
   unsigned paced = 500;    // messages of the paced latency phase
   bool sdbus = true;       // run the sd-bus baseline when built with it
@@ -57,11 +58,12 @@ inline double process_cpu_s() {
   return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
 }
 
-// Voluntary context switches of this process so far: how often it waited.
+// Context switches of this process so far: voluntary (it waited) and involuntary (it was
+// preempted). Both cost a switch; a path that wakes a process per message pays for it here.
 inline std::uint64_t context_switches() {
   rusage ru{};
   ::getrusage(RUSAGE_SELF, &ru);
-  return static_cast<std::uint64_t>(ru.ru_nvcsw);
+  return static_cast<std::uint64_t>(ru.ru_nvcsw) + static_cast<std::uint64_t>(ru.ru_nivcsw);
 }
 
 // Sleeps briefly while waiting on another process: gives the CPU away (2 cores are shared by
@@ -71,10 +73,14 @@ inline void nap(long ns = 20000) {
   ::nanosleep(&ts, nullptr);
 }
 
-// utime+stime of a process and of all its descendants that are alive, from /proc (clock ticks:
-// 10 ms resolution, which is why runs should last seconds). Used for the bus daemon, whose
-// process tree (launcher, broker) the benchmark did not necessarily start itself.
-double tree_cpu_s(pid_t root);
+// utime+stime and context switches of a process and of all its descendants that are alive, from
+// /proc (CPU in clock ticks: 10 ms resolution, which is why runs should last seconds). Used for the
+// bus daemon, whose process tree (launcher, broker) the benchmark did not necessarily start itself.
+struct process_usage {
+  double cpu_s = 0;
+  std::uint64_t switches = 0;  // voluntary and involuntary, of every thread
+};
+process_usage tree_usage(pid_t root);
 
 // The pid of the process at the other end of a connected unix socket (the bus).
 pid_t peer_pid(int fd);

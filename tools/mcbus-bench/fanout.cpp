@@ -30,10 +30,19 @@ std::string plan::sensor(std::uint32_t seq) const {
   return group_namespace(group_of(seq)) + ".s" + std::to_string((seq / groups) % names_per_group);
 }
 
-std::string plan::rule(unsigned i) const {
-  return "type='signal',sender='" + sender + "',interface='" + bench_interface + "',member='" + bench_member +
-         "',arg0namespace='" + group_namespace(group_of_subscriber(i)) + "'";
+std::string plan::member(std::uint32_t seq) const {
+  if (shape == rule_shape::arg0namespace) return bench_member;
+  return bench_member + std::to_string(group_of(seq));
 }
+
+std::string plan::rule(unsigned i) const {
+  const unsigned g = group_of_subscriber(i);
+  const std::string head = "type='signal',sender='" + sender + "',interface='" + bench_interface + "',member='";
+  if (shape == rule_shape::member) return head + bench_member + std::to_string(g) + "'";
+  return head + bench_member + "',arg0namespace='" + group_namespace(g) + "'";
+}
+
+const char* to_string(rule_shape s) { return s == rule_shape::member ? "member" : "arg0namespace"; }
 
 std::uint64_t plan::expected_load(unsigned i) const {
   const unsigned g = group_of_subscriber(i);
@@ -179,11 +188,15 @@ result_figures run_path(const plan& p, const path& route, const options& o, json
   std::vector<pid_t> bus_pids = route.bus_pids;
   for (pid_t pid : em->extra_pids()) bus_pids.push_back(pid);
   auto bus_cpu = [&] {
-    double s = 0;
-    for (pid_t pid : bus_pids) s += tree_cpu_s(pid);
-    return s;
+    process_usage u;
+    for (pid_t pid : bus_pids) {
+      const process_usage one = tree_usage(pid);
+      u.cpu_s += one.cpu_s;
+      u.switches += one.switches;
+    }
+    return u;
   };
-  const double bus0 = bus_cpu();
+  const process_usage bus0 = bus_cpu();
   const double cpu0 = process_cpu_s();
   const std::uint64_t switches0 = context_switches();
   const std::uint64_t t0 = now_ns();
@@ -204,7 +217,7 @@ result_figures run_path(const plan& p, const path& route, const options& o, json
       }
       if (!ok) break;
     }
-    if (!em->emit(seq, p.sensor(seq), now_ns(), why)) {
+    if (!em->emit(seq, p.member(seq), p.sensor(seq), now_ns(), why)) {
       abandon("emit: " + why);
       ok = false;
     }
@@ -231,7 +244,7 @@ result_figures run_path(const plan& p, const path& route, const options& o, json
   }
   const double cpu_emitter = process_cpu_s() - cpu0;
   r.switches_emitter = context_switches() - switches0;
-  const double bus1 = bus_cpu();
+  const process_usage bus1 = bus_cpu();
   std::uint64_t t_end = t0;
   for (unsigned i = 0; i < p.subscribers; ++i) {
     const sub_slot& s = sh.slot(i);
@@ -245,7 +258,7 @@ result_figures run_path(const plan& p, const path& route, const options& o, json
     const unsigned g = p.group_of(seq);
     std::vector<std::uint64_t> before;
     for (unsigned i = 0; i < p.subscribers; ++i) before.push_back(sh.slot(i).delivered.load());
-    if (!em->emit(seq, p.sensor(seq), now_ns(), why)) {
+    if (!em->emit(seq, p.member(seq), p.sensor(seq), now_ns(), why)) {
       abandon("emit: " + why);
       ok = false;
       break;
@@ -273,7 +286,8 @@ result_figures run_path(const plan& p, const path& route, const options& o, json
   r.seconds = double(t_end - t0) * 1e-9;
   r.emitted_per_s = r.seconds > 0 ? p.messages / r.seconds : 0;
   r.cpu_emitter_s = cpu_emitter;
-  r.cpu_bus_s = bus1 - bus0;
+  r.cpu_bus_s = bus1.cpu_s - bus0.cpu_s;
+  r.switches_bus = bus1.switches - bus0.switches;
   std::vector<std::uint32_t> paced_lat, load_lat;
   for (unsigned i = 0; i < p.subscribers; ++i) {
     const sub_slot& s = sh.slot(i);
@@ -325,16 +339,16 @@ void put_figures(json_line& line, const result_figures& r, bool with_loss) {
 
 // ---- mcbus over the multicast group or the bus -------------------------------------------------
 
-mcbus::message make_signal(const std::string& sensor, std::uint64_t ts, std::uint32_t seq) {
+mcbus::message make_signal(const std::string& member, const std::string& sensor, std::uint64_t ts, std::uint32_t seq) {
   mcbus::message m = mcbus::message::signal(mcbus::object_path_view::from_unchecked(bench_path),
                                             mcbus::interface_name::from_unchecked(bench_interface),
-                                            mcbus::member_name::from_unchecked(bench_member));
+                                            mcbus::member_name::from_unchecked(member));
   m.append(std::string_view(sensor), ts, seq);
   return m;
 }
 
 std::size_t signal_size(const plan& p) {
-  mcbus::message m = make_signal(p.sensor(0), now_ns(), 1);
+  mcbus::message m = make_signal(p.member(0), p.sensor(0), now_ns(), 1);
   m.set_sender(mcbus::bus_name::from_unchecked(":1.100"));  // as long as a typical unique name
   m.set_serial(1);
   (void)m.seal();
@@ -376,8 +390,9 @@ class mcbus_emitter final : public emitter {
     burst_.reset();  // submit what the burst queued before waiting
     (void)conn_->process();
   }
-  bool emit(std::uint32_t seq, const std::string& sensor, std::uint64_t ts, std::string& why) override {
-    mcbus::message m = make_signal(sensor, ts, seq);
+  bool emit(std::uint32_t seq, const std::string& member, const std::string& sensor, std::uint64_t ts,
+            std::string& why) override {
+    mcbus::message m = make_signal(member, sensor, ts, seq);
     if (multicast_) {
       // The emitter runs outside the loop: bursts of emits share one io_uring submission, as
       // emits from handlers inside the loop do.
@@ -386,7 +401,7 @@ class mcbus_emitter final : public emitter {
         why = e.message();
         return false;
       }
-      if (++in_burst_ == burst_size) {
+      if (++in_burst_ == emit_burst) {
         burst_.reset();
         in_burst_ = 0;
       }
@@ -410,7 +425,6 @@ class mcbus_emitter final : public emitter {
   std::string address_, name_;
   std::optional<mcbus::connection> conn_;
   std::unique_ptr<mcbus::multicast::publisher> pub_;
-  static constexpr unsigned burst_size = 32;
   std::optional<mcbus::multicast::publisher::batch> burst_;  // declared after pub_: closed first
   unsigned in_burst_ = 0;
 };

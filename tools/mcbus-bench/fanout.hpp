@@ -1,12 +1,13 @@
 // mcbus-bench: the fan-out harness that signals-bus and fanout share.
 //
-// One emitter (this process) and N subscribers (forked processes). Signal j carries a sensor name
-// in arg0, "org.sensor.g<G>.s<K>", where the group G is j mod groups and groups = round(1/S).
-// Subscriber i's one rule is arg0namespace='org.sensor.g<i mod groups>': it names the K names of
-// one group, a fraction S of the signals. One rule per subscriber, all header keys exact plus one
-// namespace test on the first argument, is the shape both the publisher's routing and the BPF
-// compiler decide exactly with the least work (a list of K*S arg0='...' rules would cost K*S rule
-// checks per member and message, and a longer filter).
+// One emitter (this process) and N subscribers (forked processes). Signal j belongs to group
+// G = j mod groups, where groups = round(1/S), and subscriber i wants group i mod groups: a
+// fraction S of the signals. Two rule shapes say which group a signal is in:
+//   member:        the signal's member is "Reading<G>", the rule says member='Reading<G>'. This is
+//                  what most real subscribers write, and what a bus matches most cheaply.
+//   arg0namespace: the member is "Reading", arg0 is the sensor name "org.sensor.g<G>.s<K>", and the
+//                  rule says arg0namespace='org.sensor.g<G>'. A bus tests a string prefix.
+// Every rule also names the sender, interface and member, as subscribers to one service do.
 //
 // The run has two phases. Load: M signals as fast as the path takes them, with at most `window`
 // messages in flight (emitted but not yet received by every subscriber that wants them: the
@@ -32,6 +33,12 @@ inline constexpr const char* bench_path = "/org/mcbus/Bench";
 inline constexpr const char* bench_interface = "org.mcbus.Bench1";
 inline constexpr const char* bench_member = "Reading";
 inline constexpr unsigned names_per_group = 10;
+// Emits outside a loop share one io_uring submission per this many messages, on every path that
+// submits (the mcbus publisher and the floor), so that the floor batches exactly as mcbus does.
+inline constexpr unsigned emit_burst = 32;
+
+enum class rule_shape { member, arg0namespace };
+const char* to_string(rule_shape s);
 
 struct plan {
   unsigned subscribers = 1;
@@ -39,6 +46,7 @@ struct plan {
   unsigned messages = 0;  // load phase
   unsigned paced = 0;     // paced phase
   unsigned window = 1024;
+  rule_shape shape = rule_shape::arg0namespace;
   bool lossy = false;                  // udp: losses are counted, not waited for
   std::string sender;                  // the well-known name the rules name
   std::vector<unsigned> paced_groups;  // groups that have a subscriber, in turn for the paced phase
@@ -50,6 +58,7 @@ struct plan {
     return seq < messages ? seq % groups : paced_groups[(seq - messages) % paced_groups.size()];
   }
   std::string sensor(std::uint32_t seq) const;
+  std::string member(std::uint32_t seq) const;
   std::string group_namespace(unsigned g) const;
   std::string rule(unsigned i) const;
   std::uint64_t expected_load(unsigned i) const;
@@ -148,7 +157,8 @@ class emitter {
   virtual bool setup(std::string& why) = 0;
   // Non-blocking loop work: reap completions, answer calls, write what is queued.
   virtual void serve() = 0;
-  virtual bool emit(std::uint32_t seq, const std::string& sensor, std::uint64_t ts, std::string& why) = 0;
+  virtual bool emit(std::uint32_t seq, const std::string& member, const std::string& sensor, std::uint64_t ts,
+                    std::string& why) = 0;
   // The pids whose CPU counts besides this process and the subscribers (the bus).
   virtual std::vector<pid_t> extra_pids() { return {}; }
   // Figures the path wants to add to its JSON line (e.g. the transport, publisher stats).
@@ -175,7 +185,7 @@ struct result_figures {
   std::uint64_t delivered = 0, expected = 0, delivered_load = 0, expected_load = 0;
   std::uint64_t reordered = 0, extra = 0;
   double cpu_s = 0, cpu_emitter_s = 0, cpu_subscribers_s = 0, cpu_bus_s = 0;
-  std::uint64_t switches_emitter = 0, switches_subscribers = 0;
+  std::uint64_t switches_emitter = 0, switches_subscribers = 0, switches_bus = 0;
   double p50_us = 0, p99_us = 0, load_p50_us = 0, load_p99_us = 0;
 };
 
@@ -197,6 +207,6 @@ path sdbus_path(const std::string& address, pid_t bus_pid);
 std::size_t signal_size(const plan& p);
 
 // A signal as mcbus builds it for the fan-out.
-mcbus::message make_signal(const std::string& sensor, std::uint64_t ts, std::uint32_t seq);
+mcbus::message make_signal(const std::string& member, const std::string& sensor, std::uint64_t ts, std::uint32_t seq);
 
 }  // namespace mcbus_bench

@@ -7,9 +7,10 @@
 // gets +8 (the compiler emits no length loads, which would need more). UDP has no back-pressure:
 // the emitter sends without a window and losses are counted.
 //
-// floor: what fan-out costs with no D-Bus at all: byte packets of the signal's size over one
-// SOCK_SEQPACKET pair per subscriber, sent only to the matching subscribers, in one io_uring
-// submission per message, and read with recvmmsg in batches.
+// floor: what fan-out costs with no D-Bus at all, with the freedoms mcbus has: byte packets of the
+// signal's size over one SOCK_SEQPACKET pair per subscriber, each receiving end with a one-test
+// BPF filter; sent only to the matching subscribers, emit_burst messages per io_uring submission
+// (as the publisher batches), and read with recvmmsg in batches of 64.
 #include <mcbus/match.hpp>
 
 #include <arpa/inet.h>
@@ -70,20 +71,24 @@ struct pairs {
   }
 };
 
+// The floor's sends are what the publisher's are: non-blocking sends to each matching member,
+// emit_burst messages per io_uring submission. One member's sends in a burst are linked, so that
+// when its socket is full the rest of its chain is cancelled instead of overtaking the message
+// that did not fit; that message and the rest then go out in order with blocking sends (where
+// the publisher would queue them and wait for POLLOUT).
 class floor_emitter final : public emitter {
  public:
   floor_emitter(const plan& p, std::shared_ptr<pairs> fds, std::size_t size)
-      : fds_(std::move(fds)), buf_(std::max<std::size_t>(size, 16)) {
+      : plan_(p), fds_(std::move(fds)), bufs_(emit_burst, std::vector<std::byte>(std::max<std::size_t>(size, 16))) {
     by_group_.resize(p.groups);
     for (unsigned i = 0; i < p.subscribers; ++i) by_group_[p.group_of_subscriber(i)].push_back(fds_->emitter_end[i]);
-    plan_ = &p;
   }
   ~floor_emitter() override {
     if (ready_) io_uring_queue_exit(&ring_);
   }
   bool setup(std::string& why) override {
     unsigned entries = 64;
-    while (entries < plan_->subscribers) entries *= 2;
+    while (entries < plan_.subscribers * emit_burst && entries < 32768) entries *= 2;
     const int r = io_uring_queue_init(entries, &ring_, 0);
     if (r < 0) {
       why = std::string("io_uring_queue_init: ") + std::strerror(-r);
@@ -92,52 +97,108 @@ class floor_emitter final : public emitter {
     ready_ = true;
     return true;
   }
-  void serve() override {}
-  bool emit(std::uint32_t seq, const std::string&, std::uint64_t ts, std::string& why) override {
-    std::memcpy(buf_.data(), &seq, sizeof seq);
-    std::memcpy(buf_.data() + 8, &ts, sizeof ts);
-    const std::vector<int>& to = by_group_[plan_->group_of(seq)];
-    if (to.empty()) return true;
-    for (int fd : to) {
-      io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-      io_uring_prep_send(sqe, fd, buf_.data(), buf_.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-      io_uring_sqe_set_data64(sqe, static_cast<std::uint64_t>(fd));
+  void serve() override {
+    if (!why_.empty()) return;
+    (void)flush(why_);
+  }
+  bool emit(std::uint32_t seq, const std::string&, const std::string&, std::uint64_t ts, std::string& why) override {
+    if (!why_.empty()) {
+      why = why_;
+      return false;
     }
-    const int r = io_uring_submit_and_wait(&ring_, static_cast<unsigned>(to.size()));
+    std::vector<std::byte>& buf = bufs_[burst_.size()];
+    std::memcpy(buf.data(), &seq, sizeof seq);
+    std::memcpy(buf.data() + 8, &ts, sizeof ts);
+    burst_.push_back(plan_.group_of(seq));
+    return burst_.size() < emit_burst || flush(why);
+  }
+  void describe(json_line& line) override {
+    line.integer("backpressure", backpressure_).integer("submissions", submissions_);
+  }
+
+ private:
+  struct send_slot {
+    int fd;
+    unsigned message;  // index into bufs_
+    bool last_of_chain;
+  };
+
+  bool flush(std::string& why) {
+    if (burst_.empty()) return true;
+    sends_.clear();
+    for (unsigned g = 0; g < plan_.groups; ++g) {
+      for (int fd : by_group_[g]) {
+        const std::size_t first = sends_.size();
+        for (unsigned k = 0; k < burst_.size(); ++k) {
+          if (burst_[k] == g) sends_.push_back({fd, k, false});
+        }
+        if (sends_.size() > first) sends_.back().last_of_chain = true;
+      }
+    }
+    burst_.clear();
+    if (sends_.empty()) return true;
+    for (std::size_t n = 0; n < sends_.size(); ++n) {
+      const send_slot& s = sends_[n];
+      io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+      if (!sqe) {
+        why = "the floor's ring is too small for one burst";
+        return false;
+      }
+      const std::vector<std::byte>& buf = bufs_[s.message];
+      io_uring_prep_send(sqe, s.fd, buf.data(), buf.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (!s.last_of_chain) sqe->flags |= IOSQE_IO_LINK;
+      io_uring_sqe_set_data64(sqe, n);
+    }
+    ++submissions_;
+    const int r = io_uring_submit_and_wait(&ring_, static_cast<unsigned>(sends_.size()));
     if (r < 0) {
       why = std::string("io_uring_submit_and_wait: ") + std::strerror(-r);
       return false;
     }
-    for (std::size_t k = 0; k < to.size(); ++k) {
+    results_.assign(sends_.size(), 0);
+    for (std::size_t seen = 0; seen < sends_.size(); ++seen) {
       io_uring_cqe* cqe = nullptr;
-      if (io_uring_wait_cqe(&ring_, &cqe) < 0) return false;
-      const int res = cqe->res;
-      const int fd = static_cast<int>(io_uring_cqe_get_data64(cqe));
+      if (const int w = io_uring_wait_cqe(&ring_, &cqe); w < 0) {
+        why = std::string("io_uring_wait_cqe: ") + std::strerror(-w);
+        return false;
+      }
+      results_[io_uring_cqe_get_data64(cqe)] = cqe->res;
       io_uring_cqe_seen(&ring_, cqe);
-      if (res == -EAGAIN) {
-        // The receiver is full: wait for it (the publisher queues and waits for writable instead).
+    }
+    // Within a chain, the first send that failed and everything after it go out in order.
+    bool resend = false;
+    for (std::size_t n = 0; n < sends_.size(); ++n) {
+      const int res = results_[n];
+      if (!resend && res == -EAGAIN) {
+        resend = true;
         ++backpressure_;
-        if (::send(fd, buf_.data(), buf_.size(), MSG_NOSIGNAL) < 0) {
-          why = std::string("send: ") + std::strerror(errno);
-          return false;
-        }
-      } else if (res < 0) {
+      } else if (!resend && res < 0) {
         why = std::string("io_uring send: ") + std::strerror(-res);
         return false;
       }
+      if (resend) {
+        const std::vector<std::byte>& buf = bufs_[sends_[n].message];
+        if (::send(sends_[n].fd, buf.data(), buf.size(), MSG_NOSIGNAL) < 0) {
+          why = std::string("send: ") + std::strerror(errno);
+          return false;
+        }
+      }
+      if (sends_[n].last_of_chain) resend = false;
     }
     return true;
   }
-  void describe(json_line& line) override { line.integer("backpressure", backpressure_); }
 
- private:
+  const plan& plan_;
   std::shared_ptr<pairs> fds_;
-  std::vector<std::byte> buf_;
+  std::vector<std::vector<std::byte>> bufs_;  // one per message of the burst
   std::vector<std::vector<int>> by_group_;
-  const plan* plan_ = nullptr;
+  std::vector<unsigned> burst_;  // the group of each message queued in bufs_
+  std::vector<send_slot> sends_;
+  std::vector<int> results_;
+  std::string why_;
   io_uring ring_{};
   bool ready_ = false;
-  std::uint64_t backpressure_ = 0;
+  std::uint64_t backpressure_ = 0, submissions_ = 0;
 };
 
 // ---- UDP multicast on loopback --------------------------------------------------------------------
@@ -186,8 +247,9 @@ class udp_emitter final : public emitter {
     return true;
   }
   void serve() override {}
-  bool emit(std::uint32_t seq, const std::string& sensor, std::uint64_t ts, std::string& why) override {
-    mcbus::message m = make_signal(sensor, ts, seq);
+  bool emit(std::uint32_t seq, const std::string& member, const std::string& sensor, std::uint64_t ts,
+            std::string& why) override {
+    mcbus::message m = make_signal(member, sensor, ts, seq);
     m.set_sender(mcbus::bus_name::from_unchecked(udp_sender));
     m.set_serial(seq + 1);
     if (mcbus::error e = m.seal()) {
@@ -291,15 +353,32 @@ int udp_subscriber(std::uint16_t port, const plan& p, const shared_state& sh, un
   return 0;
 }
 
+// The floor's member filter: one test, as the shortest rule a member could bring compiles to. The
+// kernel runs it on every send, as it runs a member's filter; bytes 4-5 of a floor packet are 0.
+bool attach_one_test_filter(int fd) {
+  static sock_filter one_test[] = {
+      BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 4),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, 0xffffffffu),
+      BPF_STMT(BPF_RET | BPF_K, 0),
+  };
+  const sock_fprog prog{static_cast<unsigned short>(std::size(one_test)), one_test};
+  return ::setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) == 0;
+}
+
 }  // namespace
 
 path floor_path(const plan& p, std::size_t message_size) {
   auto fds = std::make_shared<pairs>();
+  std::string filter_error;
   for (unsigned i = 0; i < p.subscribers; ++i) {
     int sv[2] = {-1, -1};
     ::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv);
     fds->emitter_end.push_back(sv[0]);
     fds->subscriber_end.push_back(sv[1]);
+    if (!attach_one_test_filter(sv[1]) && filter_error.empty()) {
+      filter_error = std::string("SO_ATTACH_FILTER on the floor's sockets: ") + std::strerror(errno);
+    }
   }
   path r;
   r.impl = "raw-seqpacket";
@@ -307,8 +386,12 @@ path floor_path(const plan& p, std::size_t message_size) {
   r.make_emitter = [fds, message_size](const plan& pl) -> std::unique_ptr<emitter> {
     return std::make_unique<floor_emitter>(pl, fds, message_size);
   };
-  r.subscriber = [fds](const plan&, const shared_state& sh, unsigned i) {
+  r.subscriber = [fds, filter_error](const plan&, const shared_state& sh, unsigned i) {
     recorder rec(sh, i);
+    if (!filter_error.empty()) {
+      sh.fail(filter_error);
+      return 1;
+    }
     const int fd = fds->subscriber_end[i];
     set_receive_timeout(fd);
     sh.ctl().ready.fetch_add(1);

@@ -31,6 +31,8 @@ constexpr const char* usage =
     "  --paced=P         messages in the paced latency phase (default 500)\n"
     "  --no-sdbus        skip the sd-bus baseline\n"
     "  --no-floor        skip the raw SEQPACKET floor (fanout)\n"
+    "  --rules=member|arg0namespace|both  the rule shapes to run mcbus and sd-bus with (fanout;\n"
+    "                    default both)\n"
     "  --timeout=S       fail a run that takes longer (default 120)\n"
     "\n"
     "Prints one JSON line per implementation, then one with the ratios. Exits 1 if a run failed\n"
@@ -88,6 +90,13 @@ bool parse(int argc, char** argv, options& o, std::string& why) {
       ok = number(val, o.selectivity) && o.selectivity > 0 && o.selectivity <= 1;
     } else if (key == "--timeout") {
       ok = number(val, o.timeout_s) && o.timeout_s > 0;
+    } else if (key == "--rules") {
+      if (val == "both") {
+        o.rules = {"member", "arg0namespace"};
+      } else {
+        o.rules = {std::string(val)};
+        ok = val == "member" || val == "arg0namespace";
+      }
     } else if (arg == "--no-sdbus") {
       o.sdbus = false;
     } else if (arg == "--no-floor") {
@@ -155,8 +164,25 @@ int run_signals_bus(const options& o) {
 
 // ---- fanout -----------------------------------------------------------------------------------------
 
+namespace {
+
+// Per delivered signal of the load phase: what a subscriber pays for one signal it wanted, with
+// the emitter's and the bus's share spread over every delivery.
+void put_per_delivered(json_line& line, const result_figures& r) {
+  const double d = static_cast<double>(r.delivered_load);
+  line.num("delivered_per_s", ratio(d, r.seconds), 0);
+  line.num("cpu_us_per_delivered", ratio(r.cpu_s * 1e6, d), 2);
+  line.num("switches_per_delivered",
+           ratio(static_cast<double>(r.switches_emitter + r.switches_subscribers + r.switches_bus), d), 3);
+}
+
+rule_shape shape_named(const std::string& name) {
+  return name == "member" ? rule_shape::member : rule_shape::arg0namespace;
+}
+
+}  // namespace
+
 int run_fanout(const options& o) {
-  const plan base = plan::make(o.subscribers, o.selectivity, o.messages, o.paced, o.window);
   const bool need_bus = o.via != "udp" || o.sdbus;
   std::optional<bus_handle> bus;
   if (need_bus) {
@@ -169,8 +195,10 @@ int run_fanout(const options& o) {
     const result_figures r = run_path(p, route, o, extras);
     json_line line;
     line.str("mode", "fanout").str("via", via).integer("subscribers", p.subscribers);
+    if (via != "floor") line.str("rules", to_string(p.shape));
     line.num("selectivity", p.selectivity(), 4).integer("messages", p.messages);
     line.num("seconds", r.seconds, 4).num("emitted_per_s", r.emitted_per_s, 0);
+    put_per_delivered(line, r);
     line.integer("delivered", r.delivered).integer("expected", r.expected);
     line.num("cpu_s", r.cpu_s, 3).num("p50_us", r.p50_us, 1).num("p99_us", r.p99_us, 1);
     line.num("per_cpu_s", ratio(p.messages, r.cpu_s), 0);
@@ -179,7 +207,8 @@ int run_fanout(const options& o) {
     line.num("load_p50_us", r.load_p50_us, 1).num("load_p99_us", r.load_p99_us, 1);
     line.num("cpu_emitter_s", r.cpu_emitter_s, 3).num("cpu_subscribers_s", r.cpu_subscribers_s, 3);
     line.num("cpu_bus_s", r.cpu_bus_s, 2).integer("window", p.lossy ? 0 : p.window).integer("paced", p.paced);
-    line.integer("waits_emitter", r.switches_emitter).integer("waits_subscribers", r.switches_subscribers);
+    line.integer("switches_emitter", r.switches_emitter).integer("switches_subscribers", r.switches_subscribers);
+    line.integer("switches_bus", r.switches_bus);
     line.merge(extras);
     if (r.reordered || r.extra) line.integer("reordered", r.reordered).integer("extra", r.extra);
     line.boolean("ok", r.ok);
@@ -189,44 +218,55 @@ int run_fanout(const options& o) {
   };
 
   int run = 0;
-  plan main_plan = plan_for(base, run++);
-  path main_path;
-  if (o.via == "udp") {
-    main_plan.lossy = true;
-    main_path = udp_path(main_plan);
-  } else {
-    main_path = mcbus_path(o.via, bus->address, 0);
-  }
-  const result_figures mine = report("mcbus", o.via, main_plan, main_path);
-  // UDP may lose messages (reported as "lost"); every other path must deliver everything.
-  bool ok = o.via == "udp" ? mine.why.empty() : mine.ok;
-
-  std::optional<result_figures> sdbus, floor;
-#if MCBUS_BENCH_HAVE_SDBUS
-  if (o.sdbus) {
-    sdbus = report("sd-bus", "bus", plan_for(base, run++), sdbus_path(bus->address, 0));
-    ok = ok && sdbus->ok;
-  }
-#endif
+  bool ok = true;
+  // The floor has no rules: it runs once, first, and every shape's ratios use it.
+  std::optional<result_figures> floor;
   if (o.floor) {
-    const plan fp = plan_for(base, run++);
+    plan fp = plan_for(plan::make(o.subscribers, o.selectivity, o.messages, o.paced, o.window), run++);
     floor = report("raw-seqpacket", "floor", fp, floor_path(fp, signal_size(fp)));
     ok = ok && floor->ok;
   }
-  if (sdbus || floor) {
+  for (const std::string& shape : o.rules) {
+    plan base = plan::make(o.subscribers, o.selectivity, o.messages, o.paced, o.window);
+    base.shape = shape_named(shape);
+    plan main_plan = plan_for(base, run++);
+    path main_path;
+    if (o.via == "udp") {
+      main_plan.lossy = true;
+      main_path = udp_path(main_plan);
+    } else {
+      main_path = mcbus_path(o.via, bus->address, 0);
+    }
+    const result_figures mine = report("mcbus", o.via, main_plan, main_path);
+    // UDP may lose messages (reported as "lost"); every other path must deliver everything.
+    ok = ok && (o.via == "udp" ? mine.why.empty() : mine.ok);
+
+    std::optional<result_figures> sdbus;
+#if MCBUS_BENCH_HAVE_SDBUS
+    if (o.sdbus) {
+      sdbus = report("sd-bus", "bus", plan_for(base, run++), sdbus_path(bus->address, 0));
+      ok = ok && sdbus->ok;
+    }
+#endif
+    if (!sdbus && !floor) continue;
     json_line r;
     r.str("mode", "fanout").str("ratio", "mcbus/baseline").str("via", o.via).integer("subscribers", base.subscribers);
-    r.num("selectivity", base.selectivity(), 4).str("bus", bus_name);
+    r.str("rules", shape).num("selectivity", base.selectivity(), 4).str("bus", bus_name);
+    const double mine_cpu_per = ratio(mine.cpu_s, static_cast<double>(mine.delivered_load));
     if (sdbus) {
       r.num("emitted_per_s_vs_sdbus", ratio(mine.emitted_per_s, sdbus->emitted_per_s));
       r.num("cpu_s_vs_sdbus", ratio(mine.cpu_s, sdbus->cpu_s));
       r.num("per_cpu_s_vs_sdbus", ratio(sdbus->cpu_s, mine.cpu_s));
+      r.num("cpu_per_delivered_vs_sdbus",
+            ratio(mine_cpu_per, ratio(sdbus->cpu_s, static_cast<double>(sdbus->delivered_load))));
       r.num("p50_vs_sdbus", ratio(mine.p50_us, sdbus->p50_us));
     }
     if (floor) {
       r.num("emitted_per_s_vs_floor", ratio(mine.emitted_per_s, floor->emitted_per_s));
       r.num("cpu_s_vs_floor", ratio(mine.cpu_s, floor->cpu_s));
       r.num("per_cpu_s_vs_floor", ratio(floor->cpu_s, mine.cpu_s));
+      r.num("cpu_per_delivered_vs_floor",
+            ratio(mine_cpu_per, ratio(floor->cpu_s, static_cast<double>(floor->delivered_load))));
     }
     r.print();
   }

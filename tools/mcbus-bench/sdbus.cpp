@@ -136,10 +136,11 @@ class sdbus_emitter final : public emitter {
     while (sd_bus_process(bus_, nullptr) > 0) {
     }
   }
-  bool emit(std::uint32_t seq, const std::string& sensor, std::uint64_t ts, std::string& why) override {
+  bool emit(std::uint32_t seq, const std::string& member, const std::string& sensor, std::uint64_t ts,
+            std::string& why) override {
     int r;
-    while ((r = sd_bus_emit_signal(bus_, bench_path, bench_interface, bench_member, "stu", sensor.c_str(), ts, seq)) ==
-           -ENOBUFS) {
+    while ((r = sd_bus_emit_signal(bus_, bench_path, bench_interface, member.c_str(), "stu", sensor.c_str(), ts,
+                                   seq)) == -ENOBUFS) {
       sd_bus_flush(bus_);  // sd-bus's write queue is full: let it drain
     }
     if (r < 0) {
