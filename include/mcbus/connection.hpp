@@ -222,6 +222,7 @@ class basic_connection {
     if (error e = m.seal()) return e;
     if (s.send_hook && s.send_hook(m)) return serial;
     s.transport.enqueue(std::move(m));
+    s.unconfirmed_output = true;
     if (s.iterating == 0) {
       if (error e = s.transport.flush()) {
         lost(e);
@@ -232,20 +233,28 @@ class basic_connection {
   }
 
   // Writes everything queued, waiting up to `timeout`: what a publisher on this connection still
-  // holds (packets in flight, and the bus copies that wait behind them) included. Call it before
-  // the process exits; the destructor tries for one second only.
+  // holds (packets in flight, and the bus copies that wait behind them) included. On a bus, it
+  // then waits until the bus has read it all (one Peer.Ping round trip): a bus that writes to a
+  // client which has exited gets EPIPE, and dbus-daemon then drops what it had not yet read from
+  // that client, signals to other subscribers included. Call it before the process exits; the
+  // destructor tries for one second only.
   error flush(std::chrono::milliseconds timeout = std::chrono::milliseconds(25000)) {
     state& s = *st_;
     const auto deadline = clock::now() + timeout;
-    while (s.connected && (s.transport.has_pending_output() || (s.send_hook_holding && s.send_hook_holding()))) {
-      if (clock::now() >= deadline) return {errc::timeout, error::no_offset, "flush"};
-      if (error e = s.transport.wait(detail::to_poll_timeout(deadline),
-                                     [&](auto bytes, auto& fds) { receive(bytes, fds); })) {
-        lost(e);
-        return e;
+    while (true) {
+      while (s.connected && (s.transport.has_pending_output() || (s.send_hook_holding && s.send_hook_holding()))) {
+        if (clock::now() >= deadline) return {errc::timeout, error::no_offset, "flush"};
+        if (error e = s.transport.wait(detail::to_poll_timeout(deadline),
+                                       [&](auto bytes, auto& fds) { receive(bytes, fds); })) {
+          lost(e);
+          return e;
+        }
       }
+      if (!s.connected) return errc::disconnected;
+      // The reply cannot be read while the inbox is full: then what was written is all we know.
+      if (!s.opts.hello || !s.unconfirmed_output || s.receiving_paused) return {};
+      if (error e = confirm_bus_read_everything(deadline)) return e;
     }
-    return s.connected ? error() : error(errc::disconnected);
   }
 
   // Sends a call and waits for its reply. Nothing else is dispatched while waiting; messages that
@@ -636,6 +645,8 @@ class basic_connection {
     std::function<void(std::string_view, std::uint32_t, std::uint32_t, std::uint32_t)> multicast_gap;
     std::function<bool(message&)> send_hook;
     std::function<bool()> send_hook_holding;
+    // Something was sent since the bus last confirmed that it had read everything (flush()).
+    bool unconfirmed_output = false;
     std::function<void(std::uint64_t, int)> packet_sent;
     std::function<void(std::uint32_t)> packet_writable;
     std::function<void(std::uint32_t, const error&)> packet_closed;  // sources that are not memberships
@@ -685,6 +696,7 @@ class basic_connection {
     const std::uint32_t serial = m.serial();
     if (assign_serial && s.send_hook && s.send_hook(m)) return serial;
     s.transport.enqueue(std::move(m));
+    s.unconfirmed_output = true;
     if (s.iterating == 0) (void)s.transport.flush();
     return serial;
   }
@@ -731,6 +743,21 @@ class basic_connection {
       return io.code() == errc::disconnected ? error() : io;
     }
     return {};
+  }
+
+  // Sends Peer.Ping to the bus and waits for the answer. A bus handles one client's messages in
+  // order, so any answer, an error included, means it has read everything sent before.
+  error confirm_bus_read_everything(clock::time_point deadline) {
+    state& s = *st_;
+    message ping =
+        message::method_call(bus_service, bus_path, interface_name::from_unchecked("org.freedesktop.DBus.Peer"),
+                             member_name::from_unchecked("Ping"));
+    const std::uint32_t serial = send_on(s, std::move(ping));
+    s.unconfirmed_output = false;
+    if (serial == 0) return s.connected ? error(errc::invalid_argument) : error(errc::disconnected);
+    auto answer = wait_for_reply(serial, deadline);
+    if (answer || answer.error().is_remote()) return {};
+    return answer.error().cause();
   }
 
   call_result<received_message> wait_for_reply(std::uint32_t serial, clock::time_point deadline) {
