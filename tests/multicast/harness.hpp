@@ -78,13 +78,14 @@ class looper {
 
  private:
   void loop() {
+    std::deque<std::function<void()>> work;  // reused: a turn with no task allocates nothing
     while (!stopping_) {
-      std::deque<std::function<void()>> work;
       {
         std::lock_guard lock(mutex_);
         work.swap(tasks_);
       }
       for (auto& w : work) w();
+      work.clear();
       if (paused_ || !conn_.connected()) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));  // idle: nothing to turn
         continue;
