@@ -1325,7 +1325,31 @@ class basic_connection {
   }
 
   // subscribe_via::multicast: Join now and wait for the reply (nothing else is dispatched).
+  // A publisher answers at most max_joins_in_flight Joins at once and refuses the rest with
+  // LimitsExceeded: many subscribers that start together (or re-join after a restart) meet that.
+  // It is transient, so a blocking join tries again, with a growing pause, until its timeout.
   error join_blocking(std::uint64_t id, const std::string& publisher) {
+    state& s = *st_;
+    const auto deadline = clock::now() + s.opts.multicast_join_timeout;
+    auto pause = std::chrono::milliseconds(2);
+    while (true) {
+      bool busy = false;
+      error e = join_once(id, publisher, deadline, busy);
+      if (!busy || clock::now() + pause >= deadline) return e;
+      // Wait without dispatching, as a blocking call does; what arrives stays queued.
+      const auto until = clock::now() + pause;
+      while (s.connected && clock::now() < until) {
+        if (error io =
+                s.transport.wait(detail::to_poll_timeout(until), [&](auto bytes, auto& fds) { receive(bytes, fds); })) {
+          lost(io);
+          return io;
+        }
+      }
+      pause = std::min(pause * 2, std::chrono::milliseconds(100));
+    }
+  }
+
+  error join_once(std::uint64_t id, const std::string& publisher, clock::time_point deadline, bool& busy) {
     state& s = *st_;
     machine_env env{s};
     const std::uint32_t before = s.serial;
@@ -1342,11 +1366,12 @@ class basic_connection {
     if (it == s.pending.end()) return error(errc::not_supported, error::no_offset, "no Join under way");
     reply_handler handler = std::move(it->second.handler);
     s.pending.erase(it);
-    auto reply = wait_for_reply(serial, clock::now() + s.opts.multicast_join_timeout);
+    auto reply = wait_for_reply(serial, deadline);
     if (reply) {
       handler(reply->view());
     } else {
       s.join_calls.erase(serial);
+      busy = reply.error().name() == dbus_error::limits_exceeded;
       handler(reply.error());
     }
     const auto* st = s.machine.find(id);

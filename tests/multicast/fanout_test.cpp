@@ -426,3 +426,36 @@ TEST_P(Multicast, ASignalAddressedToOneMemberReachesNoOther) {
 }
 
 }  // namespace
+
+// A publisher answers max_joins_in_flight Joins at once and refuses the rest with LimitsExceeded.
+// Subscribers that start together with subscribe_via::multicast must still all get in: the
+// refusal is transient, and a blocking join tries again until its timeout (mcbus-bench's 256
+// subscribers failed here).
+TEST_P(Multicast, SubscribersThatJoinAtOnceAllGetInWhileThePublisherIsBusy) {
+  publisher_side p;
+  multicast::publisher_options po;
+  po.max_joins_in_flight = 1;
+  start_publisher(p, name("org.mcbus.Test.Busy"), po);
+  const std::string rule = "type='signal',sender='" + name("org.mcbus.Test.Busy") + "',member='Reading'";
+  constexpr int n = 8;
+  std::vector<std::unique_ptr<looper>> loops;
+  std::vector<std::shared_ptr<received_log>> logs;
+  for (int i = 0; i < n; ++i) {
+    auto c = connect();
+    ASSERT_TRUE(c) << c.error().message();
+    loops.push_back(std::make_unique<looper>(std::move(*c)));
+    logs.push_back(std::make_shared<received_log>());
+  }
+  std::vector<std::string> errors(n);
+  std::vector<std::thread> starters;
+  for (int i = 0; i < n; ++i) {
+    starters.emplace_back(
+        [&, i] { errors[i] = mcbus_test::subscribe_logging(*loops[i], rule, logs[i], subscribe_via::multicast); });
+  }
+  for (std::thread& t : starters) t.join();
+  for (int i = 0; i < n; ++i) EXPECT_EQ(errors[i], "") << "subscriber " << i;
+  ASSERT_TRUE(p.loop->wait_for([&] { return p.pub->member_count() == std::size_t{n}; }));
+  const std::uint64_t busy = p.loop->run([&](connection&) { return p.pub->stats().refused_busy; });
+  std::printf("%d subscribers joined; the publisher refused %llu Joins as busy on the way\n", n,
+              static_cast<unsigned long long>(busy));
+}

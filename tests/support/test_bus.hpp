@@ -85,8 +85,12 @@ inline std::string bus_config(const std::string& listen) {
        "  <limit name=\"max_match_rules_per_connection\">100000</limit>\n"
        "  <limit name=\"max_replies_per_connection\">100000</limit>\n"
        "  <limit name=\"max_incoming_unix_fds\">1024</limit>\n"
-       "  <limit name=\"max_outgoing_unix_fds\">1024</limit>\n"
-       "</busconfig>\n";
+       "  <limit name=\"max_outgoing_unix_fds\">1024</limit>\n";
+  // mcbus-bench fanout runs 256 subscribers of one uid, plus the emitter: above dbus-daemon's
+  // default of 256 connections per user. dbus-daemon only (listen is set): dbus-broker-launch
+  // refuses to start with this limit in its configuration, and allows that many already.
+  if (!listen.empty()) c += "  <limit name=\"max_connections_per_user\">1024</limit>\n";
+  c += "</busconfig>\n";
   return c;
 }
 

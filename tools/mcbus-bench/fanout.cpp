@@ -377,6 +377,9 @@ class mcbus_emitter final : public emitter {
     if (multicast_) {
       mcbus::multicast::publisher_options po;
       po.bus_copy = false;  // the subscribers all joined: no bus copy (stated in the docs)
+      // Every subscriber runs as this uid: allow them all (the default, 256 per uid, is a guard
+      // against one user taking every place, which a benchmark of 256 subscribers would hit).
+      po.max_members_per_uid = 1024;
       auto pub = mcbus::multicast::publisher::create(*conn_, po);
       if (!pub) {
         why = pub.error().message();
