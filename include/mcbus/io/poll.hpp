@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <deque>
 #include <memory>
 #include <utility>
 
@@ -73,23 +74,33 @@ class poll_transport {
     if (error e = flush()) return e;
     if (!completed_.empty()) timeout_ms = 0;
     // Sources and watches may change inside handlers, deliver_sends() included: act on copies of
-    // what was polled, taken with the pollfds.
-    const std::vector<source> polled_sources = sources_;
-    const std::vector<watch> polled_watches = watches_;
-    pollfds_.clear();
-    pollfds_.push_back(
+    // what was polled, taken with the pollfds. A handler may also wait() again (a blocking call
+    // from a signal handler), so each nesting level has its own buffers, reused from turn to turn:
+    // a loop turn allocates nothing.
+    if (scratch_.size() <= depth_) scratch_.emplace_back();
+    poll_scratch& sc = scratch_[depth_];
+    struct nesting {
+      std::size_t& depth;
+      ~nesting() { --depth; }
+    } level{++depth_};
+    sc.sources.assign(sources_.begin(), sources_.end());
+    sc.watches.assign(watches_.begin(), watches_.end());
+    sc.pollfds.clear();
+    sc.pollfds.push_back(
         {fd_.get(), static_cast<short>((receiving_paused_ ? 0 : POLLIN) | (out_.empty() ? 0 : POLLOUT)), 0});
-    for (const source& src : polled_sources) pollfds_.push_back({src.fd, POLLIN, 0});
-    for (const watch& w : polled_watches) pollfds_.push_back({w.fd, POLLOUT, 0});
-    const int r = ::poll(pollfds_.data(), pollfds_.size(), timeout_ms);
+    for (const source& src : sc.sources) sc.pollfds.push_back({src.fd, POLLIN, 0});
+    for (const watch& w : sc.watches) sc.pollfds.push_back({w.fd, POLLOUT, 0});
+    const int r = ::poll(sc.pollfds.data(), sc.pollfds.size(), timeout_ms);
     if (r < 0 && errno != EINTR) return error::from_errno(errno, "poll");
     deliver_sends();
     if (r <= 0) return {};
-    const std::vector<pollfd> ready = pollfds_;
+    const std::vector<pollfd>& ready = sc.pollfds;
     // One removed by a handler meanwhile is skipped: its fd may already belong to another.
     const auto registered = [](const auto& now, const auto& polled) {
       return std::any_of(now.begin(), now.end(), [&](const auto& x) { return x.id == polled.id && x.fd == polled.fd; });
     };
+    const std::vector<source>& polled_sources = sc.sources;
+    const std::vector<watch>& polled_watches = sc.watches;
     for (std::size_t i = 0; i < polled_sources.size(); ++i) {
       if (ready[1 + i].revents && registered(sources_, polled_sources[i])) receive_packets(polled_sources[i]);
     }
@@ -307,7 +318,13 @@ class poll_transport {
   std::vector<source> sources_;
   std::vector<watch> watches_;
   std::vector<std::pair<std::uint64_t, int>> completed_;
-  std::vector<pollfd> pollfds_;
+  struct poll_scratch {
+    std::vector<source> sources;
+    std::vector<watch> watches;
+    std::vector<pollfd> pollfds;
+  };
+  std::deque<poll_scratch> scratch_;  // one per nesting level of wait(); a deque keeps them in place
+  std::size_t depth_ = 0;
   std::unique_ptr<std::byte[]> packet_buf_;
   unix_fd epoll_;
   mutable bool epoll_wants_out_ = false;
