@@ -244,11 +244,7 @@ class basic_connection {
     while (true) {
       while (s.connected && (s.transport.has_pending_output() || (s.send_hook_holding && s.send_hook_holding()))) {
         if (clock::now() >= deadline) return {errc::timeout, error::no_offset, "flush"};
-        if (error e = s.transport.wait(detail::to_poll_timeout(deadline),
-                                       [&](auto bytes, auto& fds) { receive(bytes, fds); })) {
-          lost(e);
-          return e;
-        }
+        if (error e = wait_without_dispatching(deadline)) return e;
       }
       if (!s.connected) return errc::disconnected;
       // The reply cannot be read while the inbox is full: then what was written is all we know.
@@ -760,6 +756,15 @@ class basic_connection {
     return answer.error().cause();
   }
 
+  // What blocking operations (a call, a join, flush()) do while they wait: read into the inbox and
+  // dispatch nothing, so that handlers never run inside them. A failed wait ends the connection.
+  error wait_without_dispatching(clock::time_point until) {
+    state& s = *st_;
+    error io = s.transport.wait(detail::to_poll_timeout(until), [&](auto bytes, auto& fds) { receive(bytes, fds); });
+    if (io) lost(io);
+    return io;
+  }
+
   call_result<received_message> wait_for_reply(std::uint32_t serial, clock::time_point deadline) {
     state& s = *st_;
     std::size_t scanned = s.in.size();  // what is already queued arrived before the call was sent
@@ -805,12 +810,7 @@ class basic_connection {
         }
         return call_error(error(errc::timeout, error::no_offset, "waiting for a reply"));
       }
-      error io =
-          s.transport.wait(detail::to_poll_timeout(deadline), [&](auto bytes, auto& fds) { receive(bytes, fds); });
-      if (io) {
-        lost(io);
-        return call_error(io);
-      }
+      if (error io = wait_without_dispatching(deadline)) return call_error(io);
     }
   }
 
@@ -1336,14 +1336,9 @@ class basic_connection {
       bool busy = false;
       error e = join_once(id, publisher, deadline, busy);
       if (!busy || clock::now() + pause >= deadline) return e;
-      // Wait without dispatching, as a blocking call does; what arrives stays queued.
       const auto until = clock::now() + pause;
       while (s.connected && clock::now() < until) {
-        if (error io =
-                s.transport.wait(detail::to_poll_timeout(until), [&](auto bytes, auto& fds) { receive(bytes, fds); })) {
-          lost(io);
-          return io;
-        }
+        if (error io = wait_without_dispatching(until)) return io;
       }
       pause = std::min(pause * 2, std::chrono::milliseconds(100));
     }

@@ -584,6 +584,8 @@ TEST_P(Delivery, BusClientsStillGetEverySignal) {
   multicast::publisher* pub = make_publisher(pub_side, sender);
   ASSERT_NE(pub, nullptr);
   auto log = subscribe(member, "type='signal',sender='" + sender + "'");
+  // subscribe() joins in the background; until it has, signals reach the member by the bus.
+  ASSERT_TRUE(mcbus_test::wait_joined(*member.loop, pub_side.unique));
   // Both monitors print one entry per signal and run until killed. busctl monitors through
   // BecomeMonitor, which a bus grants to root or to the bus's own user.
   const std::string tag = std::to_string(::getpid());
